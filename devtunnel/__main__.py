@@ -1,0 +1,3 @@
+from devtunnel.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,344 @@
+"""The command line: parse arguments, wire the parts, turn errors into messages and exit codes.
+
+Heavy modules (aiohttp, cryptography, pyngrok) are imported inside the command
+that needs them, so that `devtunnel --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+from devtunnel import __version__
+
+if TYPE_CHECKING:
+    from devtunnel.config import Settings
+    from devtunnel.keys import KeyPair
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PATHS = ("/api/.well-known/jwks", "/jwks.json")
+DEFAULT_INTERVAL = 60.0  # ngrok's free plan allows 20,000 requests a month
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_KEYGEN_ENV_FILE = Path(".env.local")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run devtunnel with `argv`; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+
+    from devtunnel.errors import ConfigError, DevtunnelError
+
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        _report(exc)
+        return EXIT_CONFIG
+    except DevtunnelError as exc:
+        _report(exc)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every command (the contract in DESIGN.md)."""
+    parser = argparse.ArgumentParser(
+        prog="devtunnel",
+        description="A public HTTPS JWKS URL for local AIR Kit work, in one command.",
+    )
+    parser.add_argument("--version", action="version", version=f"devtunnel {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
+    parser.set_defaults(handler=lambda _args: _usage(parser))
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    keys = argparse.ArgumentParser(add_help=False)
+    group = keys.add_argument_group("keys (flags > environment > .env, .env.local)")
+    group.add_argument(
+        "--env-file",
+        action="append",
+        type=Path,
+        metavar="F",
+        help="env file to read (repeatable; replaces .env and .env.local)",
+    )
+    group.add_argument("--partner-id", metavar="ID", help="Partner ID: the JWT and JWKS kid")
+    group.add_argument("--alg", metavar="A", help="RS256 or ES256 (default: from the key)")
+    group.add_argument("--private-key", type=Path, metavar="F", help="private key PEM file")
+    group.add_argument("--public-key", type=Path, metavar="F", help="public key PEM file")
+
+    server = argparse.ArgumentParser(add_help=False)
+    server.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
+    server.add_argument("--port", type=int, metavar="P", help="port to listen on (0: any free)")
+    server.add_argument(
+        "--path",
+        action="append",
+        metavar="P",
+        dest="paths",
+        help=f"JWKS path (repeatable; default {' and '.join(DEFAULT_PATHS)})",
+    )
+    server.add_argument("--upstream", metavar="URL", help="proxy every other path to this app")
+    server.add_argument("--json", action="store_true", help="print events as JSON lines")
+
+    _add_up(commands, [keys, server])
+    _add_serve(commands, [keys, server])
+    _add_check(commands, [keys])
+    _add_keygen(commands)
+    _add_token(commands, [keys])
+    _add_jwks(commands, [keys])
+    return parser
+
+
+Parents: TypeAlias = list[argparse.ArgumentParser]
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _add_up(commands: Commands, parents: Parents) -> None:
+    up = commands.add_parser(
+        "up", parents=parents, help="serve the JWKS, open a tunnel, print the URL to register"
+    )
+    up.add_argument("--tunnel", choices=("ngrok", "cloudflared", "none"), default="ngrok")
+    up.add_argument("--domain", metavar="D", help="the ngrok domain to ask for")
+    up.add_argument("--ngrok-path", type=Path, metavar="F", help="ngrok agent binary")
+    up.add_argument("--cloudflared-path", type=Path, metavar="F", help="cloudflared binary")
+    up.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL,
+        metavar="S",
+        help=f"seconds between checks (default {DEFAULT_INTERVAL:g})",
+    )
+    up.add_argument("--no-watch", action="store_true", help="do not reload when key files change")
+    up.add_argument("--poll", action="store_true", help="poll for file changes (WSL, Docker)")
+    up.add_argument("--once", action="store_true", help="start, check once, stop")
+    up.set_defaults(handler=_cmd_up)
+
+
+def _add_serve(commands: Commands, parents: Parents) -> None:
+    serve = commands.add_parser("serve", parents=parents, help="serve the JWKS only")
+    serve.add_argument(
+        "--max-age", type=int, metavar="S", help="Cache-Control max-age (default: no-cache)"
+    )
+    serve.set_defaults(handler=_cmd_serve)
+
+
+def _add_check(commands: Commands, parents: Parents) -> None:
+    check = commands.add_parser(
+        "check", parents=parents, help="check a JWKS URL as a remote verifier would"
+    )
+    check.add_argument("url", metavar="URL")
+    check.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S")
+    check.add_argument("--ca-file", type=Path, metavar="F", help="extra CA certificates (PEM)")
+    check.add_argument("--json", action="store_true", help="print one check event as JSON")
+    check.set_defaults(handler=_cmd_check)
+
+
+def _add_keygen(commands: Commands) -> None:
+    keygen = commands.add_parser("keygen", help="make a new signing key pair")
+    keygen.add_argument("--alg", choices=("RS256", "ES256"), default="ES256")
+    keygen.add_argument("--bits", type=int, default=2048, metavar="N", help="RSA size")
+    where = keygen.add_mutually_exclusive_group()
+    where.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="F",
+        help=f"env file to write (default {DEFAULT_KEYGEN_ENV_FILE})",
+    )
+    where.add_argument("--out", type=Path, metavar="DIR", help="write private.pem and public.pem")
+    keygen.add_argument("--force", action="store_true", help="replace existing keys (keeps .bak)")
+    keygen.set_defaults(handler=_cmd_keygen)
+
+
+def _add_token(commands: Commands, parents: Parents) -> None:
+    token = commands.add_parser("token", parents=parents, help="print a signed Partner JWT")
+    token.add_argument("--scope", choices=("issue", "verify"), default="issue")
+    token.add_argument("--ttl", type=int, default=300, metavar="S", help="lifetime (max 900)")
+    token.add_argument(
+        "--claim",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="extra claim; V is read as JSON when it parses, else as text",
+    )
+    token.set_defaults(handler=_cmd_token)
+
+
+def _add_jwks(commands: Commands, parents: Parents) -> None:
+    jwks = commands.add_parser("jwks", parents=parents, help="print or write the JWKS document")
+    jwks.add_argument("--out", type=Path, metavar="F", help="write it here (atomic replace)")
+    jwks.set_defaults(handler=_cmd_jwks)
+
+
+# Commands
+
+
+def _cmd_jwks(args: argparse.Namespace) -> int:
+    from devtunnel.files import atomic_write
+    from devtunnel.jwks import render_keys
+
+    pair = _load_keys(args, need_partner_id=True)
+    body = render_keys([pair])
+    if args.out is None:
+        sys.stdout.write(body.decode("utf-8"))
+        return EXIT_OK
+    _write_output(args.out, body, atomic_write)
+    _say(f"wrote {args.out} (kid {pair.kid}, {pair.alg})")
+    return EXIT_OK
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from devtunnel.tokens import sign_partner_jwt
+
+    claims = _parse_claims(args.claim)
+    pair = _load_keys(args, need_partner_id=True, need_private=True)
+    print(sign_partner_jwt(pair, scope=args.scope, ttl=args.ttl, claims=claims))
+    return EXIT_OK
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from devtunnel.errors import ConfigError
+    from devtunnel.jwks import key_thumbprint
+    from devtunnel.keys import (
+        MAX_RSA_BITS,
+        MIN_RSA_BITS,
+        generate_private_key,
+        write_env_keys,
+        write_pem_files,
+    )
+
+    if args.alg == "RS256" and not MIN_RSA_BITS <= args.bits <= MAX_RSA_BITS:
+        raise ConfigError(
+            "--bits",
+            f"is {args.bits}; RS256 needs {MIN_RSA_BITS} to {MAX_RSA_BITS}",
+            "use --bits 2048 (the default) or 3072",
+        )
+    private = generate_private_key(args.alg, args.bits)
+    if args.out is not None:
+        written = write_pem_files(args.out, private, force=args.force)
+    else:
+        written = write_env_keys(
+            args.env_file or DEFAULT_KEYGEN_ENV_FILE, private, force=args.force
+        )
+
+    for path in written.files:
+        _say(f"wrote {path}")
+    for path in written.backups:
+        _say(f"kept the previous file as {path}")
+    _say(f"{args.alg} key, thumbprint {key_thumbprint(private.public_key())}")
+    return EXIT_OK
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    raise NotImplementedError  # filled by the serve issue
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    raise NotImplementedError  # filled by the check issue
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    raise NotImplementedError  # filled by the up issue
+
+
+# Helpers
+
+
+def key_settings(args: argparse.Namespace) -> Settings:
+    """The key settings that the KEYS flags and the environment describe."""
+    from devtunnel.config import KeyOptions, resolve_settings
+
+    options = KeyOptions(
+        env_files=tuple(args.env_file) if args.env_file else None,
+        partner_id=args.partner_id,
+        alg=args.alg,
+        private_key=args.private_key,
+        public_key=args.public_key,
+    )
+    return resolve_settings(options)
+
+
+def _load_keys(
+    args: argparse.Namespace,
+    *,
+    need_partner_id: bool = False,
+    need_private: bool = False,
+    ephemeral_ok: bool = False,
+) -> KeyPair:
+    from devtunnel.keys import load_keypair
+
+    return load_keypair(
+        key_settings(args),
+        need_partner_id=need_partner_id,
+        need_private=need_private,
+        ephemeral_ok=ephemeral_ok,
+    )
+
+
+def _parse_claims(items: Sequence[str]) -> dict[str, object]:
+    import json
+
+    from devtunnel.errors import ConfigError
+
+    claims: dict[str, object] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--claim {item}", "is not K=V", "write it as --claim name=value")
+        try:
+            claims[name.strip()] = json.loads(text)
+        except ValueError:
+            claims[name.strip()] = text
+    return claims
+
+
+def _write_output(path: Path, body: bytes, write: Callable[[Path, bytes], None]) -> None:
+    from devtunnel.errors import ConfigError
+
+    try:
+        write(path, body)
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {path}",
+            f"cannot be written ({exc.strerror})",
+            "check that the folder exists and is writable",
+        ) from None
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_CONFIG
+
+
+def _say(text: str) -> None:
+    """A line for people: always stderr, so stdout stays clean for data and --json."""
+    print(text, file=sys.stderr)
+
+
+def _report(exc: Exception) -> None:
+    from devtunnel.errors import DevtunnelError
+
+    _say(f"devtunnel: error: {exc}")
+    if isinstance(exc, DevtunnelError) and exc.hint:
+        _say(f"  hint: {exc.hint}")
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # pyngrok relays every agent line; ours are enough unless asked for more.
+    logging.getLogger("pyngrok").setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)

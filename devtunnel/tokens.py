@@ -1,0 +1,89 @@
+"""Sign Partner JWTs as AIR expects them, and verify a JWT against a fetched JWKS."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from joserfc.jwt import JWTClaimsRegistry
+
+from devtunnel.config import PRIVATE_KEY_VAR
+from devtunnel.errors import ConfigError, DevtunnelError
+from devtunnel.jwks import jose_key
+from devtunnel.keys import ALGS, KeyPair
+
+SCOPES = ("issue", "verify")
+DEFAULT_TTL = 300  # AIR recommends 5 minutes
+MAX_TTL = 900  # and accepts 15 at most
+RESERVED_CLAIMS = frozenset({"iat", "exp"})
+
+
+class TokenError(DevtunnelError):
+    """A JWT did not verify against a JWKS."""
+
+
+def sign_partner_jwt(
+    pair: KeyPair,
+    *,
+    scope: str = "issue",
+    ttl: int = DEFAULT_TTL,
+    claims: Mapping[str, Any] | None = None,
+    now: float | None = None,
+) -> str:
+    """A Partner JWT: header {alg, kid: Partner ID, typ: JWT}; claims partnerId, scope, iat, exp."""
+    if pair.private is None:
+        raise ConfigError(
+            PRIVATE_KEY_VAR,
+            "not set: signing needs the private key",
+            "set PARTNER_PRIVATE_KEY or pass --private-key",
+        )
+    if scope not in SCOPES:
+        raise ConfigError(
+            "--scope",
+            f"is {scope!r}, not one of {', '.join(SCOPES)}",
+            "use --scope issue or --scope verify",
+        )
+    if not 0 < ttl <= MAX_TTL:
+        raise ConfigError(
+            "--ttl",
+            f"is {ttl} s; AIR accepts 1 to {MAX_TTL} s",
+            f"use the recommended --ttl {DEFAULT_TTL}",
+        )
+    extra = dict(claims or {})
+    reserved = sorted(RESERVED_CLAIMS & extra.keys())
+    if reserved:
+        raise ConfigError(
+            "--claim", f"cannot set {', '.join(reserved)}", "use --ttl for the lifetime"
+        )
+
+    issued = int(time.time() if now is None else now)
+    payload = {"partnerId": pair.kid, "scope": scope, **extra, "iat": issued, "exp": issued + ttl}
+    header = {"alg": pair.alg, "kid": pair.kid, "typ": "JWT"}
+    return jwt.encode(header, payload, jose_key(pair.private), algorithms=list(ALGS))
+
+
+def verify_jwt(
+    token: str, document: Mapping[str, Any], *, now: float | None = None
+) -> dict[str, Any]:
+    """Verify a JWT's signature and lifetime against a JWKS document; return its claims.
+
+    The key is found by the token's `kid`, as AIR finds it.
+    """
+    try:
+        key_set = KeySet.import_key_set(dict(document))  # type: ignore[arg-type]
+        decoded = jwt.decode(token, key_set, algorithms=list(ALGS))
+        JWTClaimsRegistry(
+            now=int(time.time() if now is None else now), leeway=5, exp={"essential": True}
+        ).validate(decoded.claims)
+    except (JoseError, ValueError, TypeError, KeyError) as exc:
+        raise TokenError("JWT", f"does not verify: {_describe(exc)}") from None
+    return dict(decoded.claims)
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]
