@@ -75,6 +75,7 @@ class Check(Event):
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     requests: int = 0  # how many requests this check sent (the tunnel's quota counts them)
+    propagation_ms: float | None = None  # after a reload: change seen → public URL serves it
 
 
 @dataclass(frozen=True, kw_only=True)
