@@ -14,12 +14,13 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeAlias, cast
+from typing import Literal, TypeAlias, cast, get_args
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from dotenv.parser import parse_stream
 
 from devtunnel.config import (
@@ -49,9 +50,13 @@ DEFAULT_KID = "devtunnel-local"
 _PEM_RE = re.compile(
     r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)(?:-----END ([A-Z0-9 ]+)-----|\Z)", re.DOTALL
 )
+# OpenSSL's legacy encrypted PEM: RFC 1421 headers before the base64 body.
+_LEGACY_ENCRYPTED_RE = re.compile(r"^\s*Proc-Type:\s*4\s*,\s*ENCRYPTED", re.MULTILINE)
 _PRIVATE_LABELS = {"PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"}
 _PUBLIC_LABELS = {"PUBLIC KEY", "RSA PUBLIC KEY"}
 _KEYGEN_HINT = "run `devtunnel keygen` to make a valid pair"
+_DECRYPT_HINT = "decrypt it: openssl pkey -in key.pem -out plain.pem"
+_PUBLIC_TYPES: tuple[type, ...] = get_args(PublicKeyTypes)
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,7 @@ def load_keypair(
     if wanted is not None and wanted.text != alg:
         raise ConfigError(
             wanted.source,
-            f"is {wanted.text} but the key from {key_source.source} is a {alg} key",
+            f"is {wanted.text} but the key from {key_source.source} is for {alg}",
             f"set {ALG_VAR}={alg}, or use a key for {wanted.text}",
         )
     return KeyPair(
@@ -242,11 +247,11 @@ def _to_der(text: str, value: Value) -> tuple[bytes, str | None]:
         )
     if end_label != label:
         raise ConfigError(value.source, f"has BEGIN {label} but END {end_label}", _KEYGEN_HINT)
-    if label == "ENCRYPTED PRIVATE KEY" or "ENCRYPTED" in body.split("\n\n")[0]:
+    if label == "ENCRYPTED PRIVATE KEY":
+        raise ConfigError(value.source, "is an encrypted private key (PKCS#8)", _DECRYPT_HINT)
+    if _LEGACY_ENCRYPTED_RE.search(body):
         raise ConfigError(
-            value.source,
-            "is an encrypted private key",
-            "decrypt it: openssl pkey -in key.pem -out plain.pem",
+            value.source, "is an encrypted private key (legacy Proc-Type PEM)", _DECRYPT_HINT
         )
     if label == "CERTIFICATE":
         raise ConfigError(
@@ -301,23 +306,11 @@ def _load_der(der: bytes, label: str | None, kind: Kind, value: Value) -> object
     return loaded
 
 
-_PUBLIC_TYPES = (
-    rsa.RSAPublicKey,
-    ec.EllipticCurvePublicKey,
-    ed25519.Ed25519PublicKey,
-    ed448.Ed448PublicKey,
-)
-
-
 def _try_private(der: bytes, value: Value) -> object | None:
     try:
         return serialization.load_der_private_key(der, password=None)
     except TypeError:
-        raise ConfigError(
-            value.source,
-            "is an encrypted private key",
-            "decrypt it: openssl pkey -in key.pem -out plain.pem",
-        ) from None
+        raise ConfigError(value.source, "is an encrypted private key", _DECRYPT_HINT) from None
     except (ValueError, UnsupportedAlgorithm):
         return None
 
@@ -368,11 +361,9 @@ def _check_usable(key: object, value: Value) -> None:
             )
         return
     kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "").replace("PublicKey", "")
-    if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
-        kind = "Ed25519"
     raise ConfigError(
         value.source,
-        f"is an {kind} key; AIR accepts RS256 (RSA) or ES256 (EC P-256)",
+        f"is a key of type {kind}; AIR accepts RS256 (RSA) or ES256 (EC P-256)",
         "run `devtunnel keygen` for an ES256 key",
     )
 
@@ -440,7 +431,11 @@ def write_pem_files(directory: Path, private: PrivateKey, *, force: bool = False
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"--out {directory}", f"cannot be created ({exc.strerror})") from None
+        raise ConfigError(
+            f"--out {directory}",
+            f"cannot be created ({exc.strerror})",
+            "give a folder you can write to",
+        ) from None
     backups = tuple(backup(p) for p in existing)
     atomic_write(private_path, private_pem(private).encode("ascii"), PRIVATE_MODE)
     atomic_write(public_path, public_pem(private.public_key()).encode("ascii"), 0o644)
