@@ -66,17 +66,21 @@ class Settings:
         return (*self.env_files, *self.key_files)
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """Read the bindings of one env file; later lines win, unparsable lines are skipped."""
+def read_env_file(path: Path, source: str | None = None) -> dict[str, str]:
+    """Read the bindings of one env file; later lines win, unparsable lines are skipped.
+
+    `source` names the file in errors (default: its path), e.g. `--env-file dev.env`.
+    """
+    source = source or str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(str(path), "no such env file", "check the --env-file path") from None
+        raise ConfigError(source, "no such env file", "check the --env-file path") from None
     except UnicodeDecodeError:
-        raise ConfigError(str(path), "is not UTF-8 text", "save the env file as UTF-8") from None
+        raise ConfigError(source, "is not UTF-8 text", "save the env file as UTF-8") from None
     except OSError as exc:
         raise ConfigError(
-            str(path), f"cannot be read ({exc.strerror})", "check its permissions"
+            source, f"cannot be read ({exc.strerror})", "check its permissions"
         ) from None
 
     values: dict[str, str] = {}
@@ -105,7 +109,8 @@ def resolve_settings(
         path = name if name.is_absolute() else cwd / name
         if not explicit and not path.exists():
             continue
-        layers.append((f"in {name}", path, read_env_file(path)))
+        source = f"--env-file {name}" if explicit else str(name)
+        layers.append((f"in {name}", path, read_env_file(path, source)))
 
     def lookup(*names: str) -> Value | None:
         for where, path, values in layers:
