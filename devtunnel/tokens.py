@@ -19,7 +19,13 @@ from devtunnel.keys import ALGS, KeyPair
 SCOPES = ("issue", "verify")
 DEFAULT_TTL = 300  # AIR recommends 5 minutes
 MAX_TTL = 900  # and accepts 15 at most
-RESERVED_CLAIMS = frozenset({"iat", "exp"})
+# Set by devtunnel from --partner-id, --scope and --ttl; a --claim must not contradict them.
+RESERVED_CLAIMS = {
+    "iat": "use --ttl for the lifetime",
+    "exp": "use --ttl for the lifetime",
+    "partnerId": "it is the Partner ID: use --partner-id",
+    "scope": "use --scope",
+}
 
 
 class TokenError(DevtunnelError):
@@ -54,10 +60,10 @@ def sign_partner_jwt(
             f"use the recommended --ttl {DEFAULT_TTL}",
         )
     extra = dict(claims or {})
-    reserved = sorted(RESERVED_CLAIMS & extra.keys())
+    reserved = sorted(RESERVED_CLAIMS.keys() & extra.keys())
     if reserved:
         raise ConfigError(
-            "--claim", f"cannot set {', '.join(reserved)}", "use --ttl for the lifetime"
+            f"--claim {reserved[0]}", "is set by devtunnel", RESERVED_CLAIMS[reserved[0]]
         )
 
     issued = int(time.time() if now is None else now)
@@ -85,5 +91,6 @@ def verify_jwt(
 
 
 def _describe(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
+    # joserfc's messages read "error_code: description", and the description may be empty.
+    text = str(exc).strip().removesuffix(":") or type(exc).__name__
     return text.splitlines()[0]
