@@ -1,0 +1,427 @@
+"""Render the session's events: a live panel on a terminal, plain lines off one, or JSON lines.
+
+`session` emits events and never formats text; every word a person reads during `up` is
+chosen here. Colour goes on values only, only on a terminal, and never when `NO_COLOR` is set
+(https://no-color.org). The JWKS URL to register always stands alone on its own line, so a
+double click copies it whole.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, TextIO
+
+from rich.console import Console as RichConsole
+from rich.console import RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from devtunnel.events import Check, Event, Fetch, Problem, Ready, Reload, Stopped, Tunnel
+from devtunnel.keys import DEFAULT_KID
+
+REGISTER_LINE = "Register it in AIR: Developer Dashboard → Account → General Settings → JWKS URL"
+# Off a terminal nothing should wrap: a URL broken across two lines can be neither copied
+# nor grepped. Lines are printed with soft wrap; this width only bounds a forced live panel.
+PLAIN_WIDTH = 160
+# The panel shows ages in whole seconds; two refreshes a second keep them current.
+REFRESH_PER_SECOND = 2
+
+OK = "green"
+FAILED = "bold red"
+WARNING = "yellow"
+VALUE = "bold"
+LEVEL_STYLES = {"warning": WARNING, "error": FAILED}
+
+
+class Console(Protocol):
+    """Where the session's events and notes for people go."""
+
+    def emit(self, event: Event) -> None: ...
+
+    def note(self, text: str, level: str = "info") -> None: ...
+
+    def close(self) -> None: ...
+
+
+def make_console(
+    *,
+    json_mode: bool,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    live: bool | None = None,
+    color: bool | None = None,
+) -> Console:
+    """The console for a run: JSON lines, a live panel (a terminal, or `live=True`), or plain lines.
+
+    `live` and `color` default to whether stdout is a terminal; a non-empty `NO_COLOR`
+    turns colour off whatever `color` says.
+    """
+    out = stdout or sys.stdout
+    if json_mode:
+        return JsonConsole(out, stderr or sys.stderr)
+
+    tty = _is_tty(out)
+    live = tty if live is None else live
+    color = (tty if color is None else color) and not os.environ.get("NO_COLOR")
+    rich = RichConsole(
+        file=out,
+        force_terminal=live or color,
+        no_color=not color,
+        color_system=("auto" if tty else "standard") if color else None,
+        width=None if tty else PLAIN_WIDTH,
+        highlight=False,  # rich would colour every number and URL on its own
+        markup=False,  # details quote "[Errno 111]" and the like: text, not markup
+        emoji=False,
+    )
+    return LiveConsole(rich) if live else PlainConsole(rich)
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except ValueError:  # a closed stream
+        return False
+
+
+class JsonConsole:
+    """One JSON object per line on stdout and nothing else there; notes go to stderr."""
+
+    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
+        self._out = stdout
+        self._err = stderr
+
+    def emit(self, event: Event) -> None:
+        self._out.write(event.to_json() + "\n")
+        self._out.flush()
+
+    def note(self, text: str, level: str = "info") -> None:
+        self._err.write(note_line(text, level).plain + "\n")
+        self._err.flush()
+
+    def close(self) -> None:
+        self._out.flush()
+
+
+class PlainConsole:
+    """One line (and its fixes) per event, for logs, pipes and grep."""
+
+    def __init__(self, console: RichConsole) -> None:
+        self._console = console
+        self._state = RunState()
+
+    def emit(self, event: Event) -> None:
+        self._state.apply(event)
+        self._print(event_lines(event, self._state))
+
+    def note(self, text: str, level: str = "info") -> None:
+        self._print([note_line(text, level)])
+
+    def close(self) -> None:
+        self._console.file.flush()
+
+    def _print(self, lines: Iterable[Text]) -> None:
+        for line in lines:
+            self._console.print(line, soft_wrap=True)
+
+
+class LiveConsole(PlainConsole):
+    """The banner once, in scrollback, then a status panel redrawn in rich's own thread."""
+
+    def __init__(self, console: RichConsole) -> None:
+        super().__init__(console)
+        self._lock = threading.Lock()  # the refresh thread reads the state emit() writes
+        self._live: Live | None = None
+        self._closed = False
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            self._state.apply(event)
+
+        # What must stay copyable goes to scrollback; the rest only to the panel.
+        if isinstance(event, Ready) or (isinstance(event, Tunnel) and event.url_changed):
+            self._print(event_lines(event, self._state))
+        if self._live is None and not self._closed:
+            self._live = Live(
+                get_renderable=self._panel,
+                console=self._console,
+                refresh_per_second=REFRESH_PER_SECOND,
+                redirect_stdout=False,  # never swap the process's streams behind the caller
+                redirect_stderr=False,
+            )
+            self._live.start()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._live is not None:
+            self._live.stop()
+        self._print([closing_line(self._state)])
+        super().close()
+
+    def _panel(self) -> RenderableType:
+        with self._lock:
+            return render_panel(self._state)
+
+
+@dataclass
+class RunState:
+    """What the live panel shows, derived only from the events received."""
+
+    clock: Callable[[], float] = time.monotonic
+    public_url: str | None = None
+    jwks_urls: list[str] = field(default_factory=list)
+    tunnel: str = "?"
+    tunnel_state: str = "starting"
+    kid: str | None = None
+    alg: str | None = None
+    thumbprint: str | None = None
+    last_check: Check | None = None
+    last_check_at: float | None = None
+    checks_passed: int = 0
+    checks_failed: int = 0
+    requests_sent: int = 0
+    last_fetch: Fetch | None = None
+    last_fetch_at: float | None = None
+    fetches: int = 0
+    last_reload: Reload | None = None
+    last_reload_at: float | None = None
+    check_problems: list[Problem] = field(default_factory=list)
+    reload_problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    stopped: str | None = None
+
+    @property
+    def problems(self) -> list[Problem]:
+        """What is wrong now: a broken key file stays listed until a reload succeeds."""
+        return [*self.reload_problems, *self.check_problems]
+
+    def apply(self, event: Event) -> None:
+        """Fold one event into the state."""
+        now = self.clock()
+        match event:
+            case Ready():
+                self.public_url, self.jwks_urls = event.public_url, list(event.jwks_urls)
+                self.tunnel, self.tunnel_state = event.tunnel, "up"
+                self.kid, self.alg, self.thumbprint = event.kid, event.alg, event.thumbprint
+            case Check():
+                self.last_check, self.last_check_at = event, now
+                self.checks_passed += event.ok
+                self.checks_failed += not event.ok
+                self.requests_sent += event.requests
+                self.check_problems = [] if event.ok else list(event.problems)
+                self.warnings = list(event.warnings)
+            case Fetch():
+                self.last_fetch, self.last_fetch_at = event, now
+                self.fetches += event.count
+            case Reload():
+                self.last_reload, self.last_reload_at = event, now
+                self.reload_problems = [] if event.ok else list(event.problems)
+                if event.ok:
+                    self.kid, self.thumbprint = event.kid, event.thumbprint
+            case Tunnel():
+                self.tunnel_state = "down" if event.state == "down" else "up"
+                if event.public_url and event.public_url != self.public_url:
+                    old, self.public_url = self.public_url or "", event.public_url
+                    self.jwks_urls = [event.public_url + url[len(old) :] for url in self.jwks_urls]
+            case Stopped():
+                self.stopped = event.reason
+
+    def age(self, at: float | None) -> str:
+        """How long ago a moment of `clock` was, as the panel shows it."""
+        return "never" if at is None else age_text(self.clock() - at)
+
+
+def age_text(seconds: float) -> str:
+    """'12 s ago', '3 min ago', '2 h ago'."""
+    if seconds < 60:
+        return f"{max(0, int(seconds))} s ago"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    return f"{int(seconds // 3600)} h ago"
+
+
+def render_panel(state: RunState) -> Panel:
+    """The status panel, in the spirit of ngrok's own console."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    tunnel_style = OK if state.tunnel_state == "up" else FAILED
+    grid.add_row("public URL", Text(state.public_url or "-", style=VALUE))
+    grid.add_row("tunnel", Text.assemble(f"{state.tunnel} · ", (state.tunnel_state, tunnel_style)))
+    grid.add_row("keys", f"kid {state.kid} · {state.alg} · thumbprint {state.thumbprint}")
+    grid.add_row("last check", _check_cell(state))
+    grid.add_row(
+        "checks",
+        Text.assemble((str(state.checks_passed), OK), " passed · ")
+        + Text.assemble((str(state.checks_failed), FAILED if state.checks_failed else ""))
+        + Text(" failed"),
+    )
+    grid.add_row("own requests", f"{state.requests_sent} sent through the tunnel by devtunnel")
+    grid.add_row("last fetch", _fetch_cell(state))
+    grid.add_row("last reload", _reload_cell(state))
+
+    problems = [(p, FAILED) for p in state.problems] + [(w, WARNING) for w in state.warnings]
+    if not problems:
+        grid.add_row("problems", Text("none", style=OK))
+    for index, (problem, style) in enumerate(problems):
+        cell = Text.assemble((problem.code, style), f" — {problem.detail}")
+        if problem.hint:
+            cell.append(f"\nfix: {problem.hint}")
+        grid.add_row("problems" if index == 0 else "", cell)
+    return Panel(grid, title="devtunnel", title_align="left", expand=False)
+
+
+def _check_cell(state: RunState) -> Text:
+    check = state.last_check
+    if check is None:
+        return Text("none yet")
+    verdict = ("ok", OK) if check.ok else ("FAILED", FAILED)
+    return Text.assemble(
+        verdict, f" {check.status or '-'} · {_ms(check.latency_ms)} · ",
+        state.age(state.last_check_at),
+    )  # fmt: skip
+
+
+def _fetch_cell(state: RunState) -> str:
+    fetch = state.last_fetch
+    if fetch is None:
+        return "none yet"
+    agent = fetch.user_agent or "no user agent"
+    return (
+        f"{fetch.client} ({agent}) {fetch.path} {fetch.status} · "
+        f"{state.age(state.last_fetch_at)} · {state.fetches} in total"
+    )
+
+
+def _reload_cell(state: RunState) -> Text:
+    reload = state.last_reload
+    if reload is None:
+        return Text("none")
+    age = state.age(state.last_reload_at)
+    if reload.ok:
+        return Text.assemble(("ok", OK), f" kid={reload.kid}{_from(reload)} · {age}")
+    return Text.assemble(
+        ("FAILED", FAILED), f"{_from(reload)} · {age} — still serving the last good keys"
+    )
+
+
+def closing_line(state: RunState) -> Text:
+    """The last line a live run leaves in scrollback."""
+    reason = f" ({state.stopped})" if state.stopped else ""
+    return Text(
+        f"stopped{reason} · {state.checks_passed} checks passed, {state.checks_failed} failed"
+        f" · {state.requests_sent} requests sent through the tunnel"
+    )
+
+
+def note_line(text: str, level: str) -> Text:
+    """A note for people; a warning or error says so first, once."""
+    style = LEVEL_STYLES.get(level)
+    if style is None:
+        return Text(text)
+    prefix = f"{level}:"
+    body = text[len(prefix) :].lstrip() if text.startswith(prefix) else text
+    return Text.assemble((prefix, style), " ", body)
+
+
+def banner_lines(event: Ready) -> Iterator[Text]:
+    """The URLs to register, each alone on its line, then the key and the tunnel."""
+    many = len(event.jwks_urls) > 1
+    yield Text("devtunnel is serving your JWKS at" + (" (either URL works):" if many else ":"))
+    for url in event.jwks_urls:
+        yield Text(url, style=VALUE)
+    yield Text(REGISTER_LINE)
+    for label, value in (
+        ("kid", event.kid),
+        ("alg", event.alg),
+        ("thumbprint", event.thumbprint),
+        ("tunnel", event.tunnel),
+        ("local", event.local_url),
+    ):
+        yield Text.assemble(f"  {label:<12}", (value, VALUE))
+    if event.tunnel == "none":
+        yield _warning("--tunnel none: this URL is local only; AIR cannot reach it")
+    elif event.url_changed:
+        yield Text.assemble(f"  {'URL':<12}", ("CHANGED — re-register it", WARNING))
+    else:
+        yield Text.assemble(f"  {'URL':<12}", ("unchanged — nothing to re-register", OK))
+    if event.kid == DEFAULT_KID:
+        yield _warning(
+            f"kid is {DEFAULT_KID}: AIR will answer 401 until NEXT_PUBLIC_PARTNER_ID is set"
+        )
+
+
+def event_lines(event: Event, state: RunState) -> Iterator[Text]:
+    """Plain lines for one event, stable enough to grep; `state` already holds the event."""
+    match event:
+        case Ready():
+            yield from banner_lines(event)
+        case Check(ok=True):
+            yield Text.assemble(
+                "check ", ("ok", OK), f" {event.status} {_ms(event.latency_ms)}",
+                f" thumbprint {event.thumbprint}" if event.thumbprint else "",
+            )  # fmt: skip
+            yield from _problem_lines(event.warnings, "  warning:")
+        case Check():
+            for problem in event.problems or [Problem("unknown", f"status {event.status}", "")]:
+                yield Text.assemble(
+                    "check ", ("FAILED", FAILED), f": {problem.code} — {problem.detail}"
+                )
+                yield from _hint_lines(problem)
+            yield from _problem_lines(event.warnings, "  warning:")
+        case Reload(ok=True):
+            yield Text(f"reload ok kid={event.kid} thumbprint={event.thumbprint}{_from(event)}")
+        case Reload():
+            yield Text.assemble(
+                "reload ", ("FAILED", FAILED), f" ({event.source or 'keys'})",
+                " — still serving the last good keys",
+            )  # fmt: skip
+            yield from _problem_lines(event.problems, "  problem:")
+        case Fetch():
+            times = f" \N{MULTIPLICATION SIGN}{event.count}" if event.count > 1 else ""
+            agent = event.user_agent or "no user agent"
+            yield Text(f"fetch {event.path} from {event.client} ({agent}) {event.status}{times}")
+        case Tunnel(state="down"):
+            yield Text.assemble("tunnel ", ("down", FAILED))
+        case Tunnel():
+            yield Text.assemble(
+                f"tunnel {event.state} {event.public_url} ",
+                ("(URL CHANGED — re-register it)", WARNING) if event.url_changed else "(same URL)",
+            )
+            if event.url_changed:
+                yield from (Text(url, style=VALUE) for url in state.jwks_urls)
+        case Stopped():
+            yield Text(f"stopped ({event.reason})")
+        case _:
+            yield Text(event.to_json())
+
+
+def _problem_lines(problems: list[Problem], label: str) -> Iterator[Text]:
+    for problem in problems:
+        yield Text(f"{label} {problem.code} — {problem.detail}")
+        yield from _hint_lines(problem)
+
+
+def _hint_lines(problem: Problem) -> Iterator[Text]:
+    if problem.hint:
+        yield Text(f"  fix: {problem.hint}")
+
+
+def _warning(text: str) -> Text:
+    return Text.assemble("  ", note_line(text, "warning"))
+
+
+def _ms(latency: float | None) -> str:
+    return "- ms" if latency is None else f"{latency:.0f} ms"
+
+
+def _from(event: Reload) -> str:
+    return f" (from {event.source})" if event.source else ""
