@@ -242,7 +242,72 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    raise NotImplementedError  # filled by the serve issue
+    import asyncio
+    import os
+    import signal
+
+    from devtunnel.errors import ConfigError
+    from devtunnel.events import Fetch
+    from devtunnel.server import DEFAULT_PORT, JwksServer, JwksStore, create_app
+
+    # Procfile platforms (Heroku, Render, Railway) say where to listen through $PORT.
+    port: int = args.port
+    if port is None:
+        text = os.environ.get("PORT", "").strip()
+        if text and not text.isdigit():
+            raise ConfigError("PORT", f"is {text!r}, not a port number", "set PORT=8787 or --port")
+        port = int(text) if text else DEFAULT_PORT
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port {port}", "is out of range", "use 1 to 65535, or 0 for any")
+
+    pair = _load_keys(args, ephemeral_ok=True)
+    if pair.ephemeral:
+        _say(f"no key configured: serving an ephemeral {pair.alg} key that ends with this process")
+        _say("  run `devtunnel keygen` to make one that lasts")
+    if pair.partner_id is None:
+        _say(
+            f"warning: no Partner ID, so the kid is {pair.kid}: "
+            "AIR will answer 401 until NEXT_PUBLIC_PARTNER_ID is set"
+        )
+
+    def show_fetch(event: Fetch) -> None:
+        if args.json:
+            sys.stdout.write(event.to_json() + "\n")
+            sys.stdout.flush()
+            return
+        times = f" x{event.count}" if event.count > 1 else ""
+        agent = event.user_agent or "no user agent"
+        _say(f"fetch {event.path} {event.status}{times} from {event.client} ({agent})")
+
+    paths = tuple(args.paths or DEFAULT_PATHS)
+    store = JwksStore(pair)
+    app = create_app(
+        store, paths=paths, max_age=args.max_age, upstream=args.upstream, on_fetch=show_fetch
+    )
+    server = JwksServer(app)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+
+        await server.start(args.host, port)
+        try:
+            current = store.current
+            _say(f"serving kid {current.kid} ({current.alg}, thumbprint {current.thumbprint}) at")
+            for path in paths:
+                _say(f"  {server.local_url}{path}")
+            if args.upstream:
+                _say(f"every other path goes to {args.upstream}")
+            _say("Ctrl-C stops")
+            await stop.wait()
+            _say("stopping: finishing the requests in flight")
+        finally:
+            await server.stop()
+
+    asyncio.run(serve())
+    return EXIT_OK
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
