@@ -23,6 +23,13 @@ JWKS_MEDIA_TYPE = "application/json"
 # Private members of RSA, EC, OKP and symmetric JWKs (RFC 7518 §6, RFC 8037 §2).
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _MEMBER_ORDER = ("kty", "n", "e", "crv", "x", "y", "kid", "use", "alg")
+# RFC 7638 §3.2: the members that make up a thumbprint, per key type.
+_REQUIRED_MEMBERS = {
+    "RSA": ("e", "kty", "n"),
+    "EC": ("crv", "kty", "x", "y"),
+    "OKP": ("crv", "kty", "x"),
+    "oct": ("k", "kty"),
+}
 
 
 class PrivateMemberError(DevtunnelError):
@@ -81,8 +88,16 @@ def render_keys(pairs: Sequence[KeyPair]) -> bytes:
 
 
 def thumbprint(jwk: Mapping[str, Any]) -> str:
-    """The RFC 7638 SHA-256 thumbprint of a JWK, base64url without padding."""
-    return _rfc7638_thumbprint(dict(jwk))
+    """The RFC 7638 SHA-256 thumbprint of a JWK, base64url without padding.
+
+    Only the key type's required members enter it (RFC 7638 §3.2), so a served JWK
+    with kid, use and alg has the same thumbprint as the bare key. A JWK of an
+    unknown type, or missing a required member, is hashed as it stands.
+    """
+    required = _REQUIRED_MEMBERS.get(str(jwk.get("kty")), ())
+    if not required or not all(name in jwk for name in required):
+        return _rfc7638_thumbprint(dict(jwk))
+    return _rfc7638_thumbprint({name: jwk[name] for name in required})
 
 
 def key_thumbprint(key: PublicKey) -> str:
