@@ -19,8 +19,7 @@ from devtunnel.events import SELF_CHECK_HEADER, Fetch
 from devtunnel.jwks import PRIVATE_MEMBERS, etag, jose_key, key_thumbprint, render_keys
 from devtunnel.keys import KeyPair
 from devtunnel.server import FetchLog, JwksServer, JwksStore, create_app
-
-from .conftest import free_port
+from tests.conftest import free_port
 
 DEFAULT_PATHS = ("/api/.well-known/jwks", "/jwks.json")
 

@@ -1,0 +1,233 @@
+"""`devtunnel serve` as a user runs it: the real command, the Procfile line, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from devtunnel.cli import main
+from devtunnel.keys import private_pem
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+START_TIMEOUT = 15.0
+
+
+class Serving:
+    """A running `devtunnel serve` process and what it has said on stderr so far."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.stderr: list[str] = []
+
+    async def wait_for_url(self) -> str:
+        """The first local JWKS URL it prints: the server is listening once that line is out."""
+        assert self.process.stderr is not None
+        async with asyncio.timeout(START_TIMEOUT):
+            while True:
+                line = (await self.process.stderr.readline()).decode()
+                assert line, f"serve ended early: {''.join(self.stderr)}"
+                self.stderr.append(line)
+                if line.startswith("  http://"):
+                    return line.strip()
+
+    async def end(self) -> tuple[int, str, str]:
+        """SIGTERM it; its exit code, stdout and the rest of stderr."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(START_TIMEOUT):
+            stdout, stderr = await self.process.communicate()
+        assert self.process.returncode is not None
+        return self.process.returncode, stdout.decode(), "".join(self.stderr) + stderr.decode()
+
+
+def _env(**extra: str) -> dict[str, str]:
+    # The isolated fixture already points HOME into tmp_path; the child inherits that.
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
+    env.pop("COVERAGE_PROCESS_START", None)
+    return env
+
+
+async def _spawn(argv: list[str], env: dict[str, str]) -> Serving:
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    return Serving(process)
+
+
+@pytest.fixture
+async def processes() -> AsyncIterator[list[Serving]]:
+    started: list[Serving] = []
+    yield started
+    for serving in started:
+        if serving.process.returncode is None:
+            serving.process.kill()
+            await serving.process.wait()
+
+
+@pytest.fixture
+def key_env() -> dict[str, str]:
+    """Keys as a Procfile platform passes them: environment variables, one-line PEMs."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    return {
+        "NEXT_PUBLIC_PARTNER_ID": "partner-proc",
+        "PARTNER_PRIVATE_KEY": private_pem(private).replace("\n", "\\n"),
+    }
+
+
+async def test_procfile_line_serves_the_jwks_with_keys_from_env(
+    processes: list[Serving], key_env: dict[str, str]
+) -> None:
+    line = (ROOT / "Procfile").read_text(encoding="utf-8").strip()
+    kind, _, command = line.partition(":")
+    port = free_port()
+    argv = shlex.split(command.replace("$PORT", str(port)))
+    assert kind == "web"
+    assert argv[0] == "devtunnel"
+
+    serving = await _spawn(argv, _env(PORT=str(port), **key_env))
+    processes.append(serving)
+    url = await serving.wait_for_url()
+
+    assert url == f"http://127.0.0.1:{port}/api/.well-known/jwks"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        document = await response.json()
+    assert response.status == 200
+    assert [key["kid"] for key in document["keys"]] == ["partner-proc"]
+    code, _, _ = await serving.end()
+    assert code == 0
+
+
+async def test_sigterm_finishes_the_request_in_flight_and_exits_0(
+    processes: list[Serving], key_env: dict[str, str]
+) -> None:
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(_request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(text="finished")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        argv = ["devtunnel", "serve", "--port", "0", "--upstream", f"http://127.0.0.1:{site.port}"]
+        serving = await _spawn(argv, _env(**key_env))
+        processes.append(serving)
+        url = await serving.wait_for_url()
+        base = url.removesuffix("/api/.well-known/jwks")
+
+        async with aiohttp.ClientSession() as http:
+            request = asyncio.create_task(http.get(base + "/slow"))
+            await arrived.wait()
+            serving.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.2)
+            release.set()
+            response = await request
+            text = await response.text()
+        code, _, stderr = await serving.end()
+    finally:
+        await runner.cleanup()
+
+    assert (response.status, text) == (200, "finished")
+    assert code == 0
+    assert "stopping" in stderr
+
+
+async def test_without_keys_it_serves_an_ephemeral_key_and_warns(
+    processes: list[Serving],
+) -> None:
+    serving = await _spawn(["devtunnel", "serve", "--port", "0", "--path", "/k"], _env())
+    processes.append(serving)
+    url = await serving.wait_for_url()
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        document = await response.json()
+    code, _, stderr = await serving.end()
+
+    assert url.endswith("/k")
+    assert document["keys"][0]["kid"] == "devtunnel-local"
+    assert document["keys"][0]["alg"] == "ES256"
+    assert "ephemeral ES256 key" in stderr
+    assert "AIR will answer 401 until NEXT_PUBLIC_PARTNER_ID is set" in stderr
+    assert code == 0
+
+
+async def test_json_mode_prints_only_fetch_events_on_stdout(
+    processes: list[Serving], key_env: dict[str, str]
+) -> None:
+    argv = ["devtunnel", "serve", "--port", "0", "--json"]
+    serving = await _spawn(argv, _env(**key_env))
+    processes.append(serving)
+    url = await serving.wait_for_url()
+    async with aiohttp.ClientSession(headers={"User-Agent": "jose"}) as http:
+        for _ in range(3):
+            async with http.get(url, headers={"X-Forwarded-For": "198.51.100.9"}) as response:
+                assert response.status == 200
+    code, stdout, _ = await serving.end()
+
+    events = [json.loads(line) for line in stdout.splitlines()]
+    assert code == 0
+    assert {event["event"] for event in events} == {"fetch"}
+    assert sum(event["count"] for event in events) == 3
+    assert {(e["client"], e["user_agent"], e["path"]) for e in events} == {
+        ("198.51.100.9", "jose", "/api/.well-known/jwks")
+    }
+
+
+def test_port_in_use_exits_2_naming_the_port(
+    key_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in key_env.items():
+        monkeypatch.setenv(name, value)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["serve", "--port", str(port)])
+
+    stderr = capsys.readouterr().err
+    assert code == 2
+    assert f"port {port}: is already in use" in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("port_env", "argv", "message"),
+    [
+        ("eighty", [], "PORT: is 'eighty', not a port number"),
+        ("70000", [], "port 70000: is out of range"),
+        ("", ["--port", "-1"], "port -1: is out of range"),
+    ],
+)
+def test_bad_port_exits_2_naming_its_source(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    port_env: str,
+    argv: list[str],
+    message: str,
+) -> None:
+    monkeypatch.setenv("PORT", port_env)
+    code = main(["serve", *argv])
+
+    assert code == 2
+    assert message in capsys.readouterr().err
