@@ -67,7 +67,7 @@ def make_console(
     if json_mode:
         return JsonConsole(out, stderr or sys.stderr)
 
-    tty = _is_tty(out)
+    tty = out.isatty()
     live = tty if live is None else live
     color = (tty if color is None else color) and not os.environ.get("NO_COLOR")
     rich = RichConsole(
@@ -81,13 +81,6 @@ def make_console(
         emoji=False,
     )
     return LiveConsole(rich) if live else PlainConsole(rich)
-
-
-def _is_tty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except ValueError:  # a closed stream
-        return False
 
 
 class JsonConsole:
@@ -183,16 +176,14 @@ class RunState:
     kid: str | None = None
     alg: str | None = None
     thumbprint: str | None = None
+    seen: dict[str, float] = field(default_factory=dict)  # event name -> clock when last seen
     last_check: Check | None = None
-    last_check_at: float | None = None
     checks_passed: int = 0
     checks_failed: int = 0
     requests_sent: int = 0
     last_fetch: Fetch | None = None
-    last_fetch_at: float | None = None
     fetches: int = 0
     last_reload: Reload | None = None
-    last_reload_at: float | None = None
     check_problems: list[Problem] = field(default_factory=list)
     reload_problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
@@ -205,24 +196,24 @@ class RunState:
 
     def apply(self, event: Event) -> None:
         """Fold one event into the state."""
-        now = self.clock()
+        self.seen[event.name] = self.clock()
         match event:
             case Ready():
                 self.public_url, self.jwks_urls = event.public_url, list(event.jwks_urls)
                 self.tunnel, self.tunnel_state = event.tunnel, "up"
                 self.kid, self.alg, self.thumbprint = event.kid, event.alg, event.thumbprint
             case Check():
-                self.last_check, self.last_check_at = event, now
+                self.last_check = event
                 self.checks_passed += event.ok
                 self.checks_failed += not event.ok
                 self.requests_sent += event.requests
                 self.check_problems = [] if event.ok else list(event.problems)
                 self.warnings = list(event.warnings)
             case Fetch():
-                self.last_fetch, self.last_fetch_at = event, now
+                self.last_fetch = event
                 self.fetches += event.count
             case Reload():
-                self.last_reload, self.last_reload_at = event, now
+                self.last_reload = event
                 self.reload_problems = [] if event.ok else list(event.problems)
                 if event.ok:
                     self.kid, self.thumbprint = event.kid, event.thumbprint
@@ -234,8 +225,9 @@ class RunState:
             case Stopped():
                 self.stopped = event.reason
 
-    def age(self, at: float | None) -> str:
-        """How long ago a moment of `clock` was, as the panel shows it."""
+    def age(self, name: str) -> str:
+        """How long ago the last event of this name came, as the panel shows it."""
+        at = self.seen.get(name)
         return "never" if at is None else age_text(self.clock() - at)
 
 
@@ -254,9 +246,10 @@ def render_panel(state: RunState) -> Panel:
     grid.add_column(no_wrap=True)
     grid.add_column()
     tunnel_style = OK if state.tunnel_state == "up" else FAILED
-    grid.add_row("public URL", Text(state.public_url or "-", style=VALUE))
+    grid.add_row("public URL", Text.assemble((state.public_url or "-", VALUE)))
     grid.add_row("tunnel", Text.assemble(f"{state.tunnel} · ", (state.tunnel_state, tunnel_style)))
-    grid.add_row("keys", f"kid {state.kid} · {state.alg} · thumbprint {state.thumbprint}")
+    grid.add_row("keys", f"kid {state.kid} · {state.alg}")
+    grid.add_row("thumbprint", str(state.thumbprint))
     grid.add_row("last check", _check_cell(state))
     grid.add_row(
         "checks",
@@ -270,7 +263,7 @@ def render_panel(state: RunState) -> Panel:
 
     problems = [(p, FAILED) for p in state.problems] + [(w, WARNING) for w in state.warnings]
     if not problems:
-        grid.add_row("problems", Text("none", style=OK))
+        grid.add_row("problems", Text.assemble(("none", OK)))
     for index, (problem, style) in enumerate(problems):
         cell = Text.assemble((problem.code, style), f" — {problem.detail}")
         if problem.hint:
@@ -286,7 +279,7 @@ def _check_cell(state: RunState) -> Text:
     verdict = ("ok", OK) if check.ok else ("FAILED", FAILED)
     return Text.assemble(
         verdict, f" {check.status or '-'} · {_ms(check.latency_ms)} · ",
-        state.age(state.last_check_at),
+        state.age("check"),
     )  # fmt: skip
 
 
@@ -297,7 +290,7 @@ def _fetch_cell(state: RunState) -> str:
     agent = fetch.user_agent or "no user agent"
     return (
         f"{fetch.client} ({agent}) {fetch.path} {fetch.status} · "
-        f"{state.age(state.last_fetch_at)} · {state.fetches} in total"
+        f"{state.age('fetch')} · {state.fetches} in total"
     )
 
 
@@ -305,7 +298,7 @@ def _reload_cell(state: RunState) -> Text:
     reload = state.last_reload
     if reload is None:
         return Text("none")
-    age = state.age(state.last_reload_at)
+    age = state.age("reload")
     if reload.ok:
         return Text.assemble(("ok", OK), f" kid={reload.kid}{_from(reload)} · {age}")
     return Text.assemble(
@@ -317,7 +310,7 @@ def closing_line(state: RunState) -> Text:
     """The last line a live run leaves in scrollback."""
     reason = f" ({state.stopped})" if state.stopped else ""
     return Text(
-        f"stopped{reason} · {state.checks_passed} checks passed, {state.checks_failed} failed"
+        f"stopped{reason} · checks: {state.checks_passed} passed, {state.checks_failed} failed"
         f" · {state.requests_sent} requests sent through the tunnel"
     )
 
@@ -364,19 +357,8 @@ def event_lines(event: Event, state: RunState) -> Iterator[Text]:
     match event:
         case Ready():
             yield from banner_lines(event)
-        case Check(ok=True):
-            yield Text.assemble(
-                "check ", ("ok", OK), f" {event.status} {_ms(event.latency_ms)}",
-                f" thumbprint {event.thumbprint}" if event.thumbprint else "",
-            )  # fmt: skip
-            yield from _problem_lines(event.warnings, "  warning:")
         case Check():
-            for problem in event.problems or [Problem("unknown", f"status {event.status}", "")]:
-                yield Text.assemble(
-                    "check ", ("FAILED", FAILED), f": {problem.code} — {problem.detail}"
-                )
-                yield from _hint_lines(problem)
-            yield from _problem_lines(event.warnings, "  warning:")
+            yield from _check_lines(event)
         case Reload(ok=True):
             yield Text(f"reload ok kid={event.kid} thumbprint={event.thumbprint}{_from(event)}")
         case Reload():
@@ -402,6 +384,20 @@ def event_lines(event: Event, state: RunState) -> Iterator[Text]:
             yield Text(f"stopped ({event.reason})")
         case _:
             yield Text(event.to_json())
+
+
+def _check_lines(event: Check) -> Iterator[Text]:
+    if event.ok:
+        yield Text.assemble(
+            "check ", ("ok", OK), f" {event.status} {_ms(event.latency_ms)}",
+            f" thumbprint {event.thumbprint}" if event.thumbprint else "",
+        )  # fmt: skip
+    elif not event.problems:
+        yield Text.assemble("check ", ("FAILED", FAILED), f" {event.status}")
+    for problem in event.problems:
+        yield Text.assemble("check ", ("FAILED", FAILED), f": {problem.code} — {problem.detail}")
+        yield from _hint_lines(problem)
+    yield from _problem_lines(event.warnings, "  warning:")
 
 
 def _problem_lines(problems: list[Problem], label: str) -> Iterator[Text]:

@@ -1,0 +1,440 @@
+"""The console: JSON lines, plain lines, the banner, colour rules and the live panel."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pytest
+from rich.console import Console as RichConsole
+
+from devtunnel.console import RunState, age_text, make_console, render_panel
+from devtunnel.events import Check, Event, Fetch, Problem, Ready, Reload, Stopped, Tunnel
+from devtunnel.keys import DEFAULT_KID
+
+PUBLIC = "https://brave-otter.ngrok-free.app"
+URLS = [f"{PUBLIC}/api/.well-known/jwks", f"{PUBLIC}/jwks.json"]
+SGR = re.compile(r"\x1b\[[0-9;]*m")  # colour and bold: what NO_COLOR forbids
+CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # rich's cursor moves around a live panel
+REGISTER = "Register it in AIR: Developer Dashboard → Account → General Settings → JWKS URL"
+KID_HINT = "set NEXT_PUBLIC_PARTNER_ID to the Partner ID AIR shows"
+
+
+class TtyBuffer(io.StringIO):
+    """A stdout that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ready(**changes: object) -> Ready:
+    fields: dict[str, object] = {
+        "public_url": PUBLIC,
+        "jwks_urls": URLS,
+        "local_url": "http://127.0.0.1:8080",
+        "tunnel": "ngrok",
+        "kid": "partner-1",
+        "alg": "ES256",
+        "thumbprint": "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs",
+        "url_changed": False,
+    }
+    return Ready(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def passed(requests: int = 1, latency: float = 42.4) -> Check:
+    return Check(
+        ok=True, url=URLS[0], status=200, latency_ms=latency, thumbprint="tp-1", requests=requests
+    )
+
+
+def failed(requests: int = 1) -> Check:
+    problem = Problem("kid_not_found", 'no key with kid "partner-1" in keys[]', KID_HINT)
+    return Check(
+        ok=False,
+        url=URLS[0],
+        status=200,
+        latency_ms=87.0,
+        thumbprint="tp-1",
+        problems=[problem],
+        warnings=[Problem("long_cache", "max-age=3600", "serve a max-age of 60 s or less")],
+        requests=requests,
+    )
+
+
+def plain_lines(*events: Event, **options: bool) -> list[str]:
+    out = io.StringIO()
+    console = make_console(json_mode=False, stdout=out, **options)  # type: ignore[arg-type]
+    for event in events:
+        console.emit(event)
+    console.close()
+    return out.getvalue().splitlines()
+
+
+def test_json_mode_writes_one_parseable_line_per_event_and_notes_only_to_stderr() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    console = make_console(json_mode=True, stdout=out, stderr=err)
+    events: list[Event] = [ready(), failed(), Stopped(reason="interrupted")]
+
+    console.note("no key configured: using an ephemeral ES256 key")
+    for event in events:
+        console.emit(event)
+    console.note("--tunnel none: AIR cannot reach this URL", level="warning")
+    console.close()
+
+    lines = out.getvalue().splitlines()
+    assert [json.loads(line)["event"] for line in lines] == ["ready", "check", "stopped"]
+    assert json.loads(lines[1])["problems"][0]["hint"] == KID_HINT
+    assert err.getvalue().splitlines() == [
+        "no key configured: using an ephemeral ES256 key",
+        "warning: --tunnel none: AIR cannot reach this URL",
+    ]
+
+
+def test_banner_puts_each_jwks_url_alone_on_its_line() -> None:
+    lines = plain_lines(ready())
+
+    for url in URLS:
+        assert url in lines
+    assert REGISTER in lines
+    assert all(line == line.rstrip() for line in lines)
+    assert "  kid         partner-1" in lines
+    assert "  alg         ES256" in lines
+    assert "  tunnel      ngrok" in lines
+
+
+def test_long_url_is_never_wrapped_off_a_terminal() -> None:
+    long_url = f"https://{'a' * 230}.ngrok-free.app/jwks.json"
+
+    assert long_url in plain_lines(ready(jwks_urls=[long_url]))
+
+
+@pytest.mark.parametrize(
+    ("changed", "expected"),
+    [(False, "unchanged — nothing to re-register"), (True, "CHANGED — re-register it")],
+)
+def test_banner_says_whether_the_url_changed_since_the_last_run(
+    changed: bool, expected: str
+) -> None:
+    lines = plain_lines(ready(url_changed=changed))
+
+    assert f"  URL         {expected}" in lines
+
+
+def test_banner_warns_that_a_local_url_cannot_be_reached_by_air() -> None:
+    lines = plain_lines(ready(tunnel="none", jwks_urls=["http://127.0.0.1:8080/jwks.json"]))
+
+    assert "http://127.0.0.1:8080/jwks.json" in lines
+    assert "  warning: --tunnel none: this URL is local only; AIR cannot reach it" in lines
+    assert not any("re-register" in line for line in lines)
+
+
+def test_banner_warns_that_the_default_kid_gets_401_from_air() -> None:
+    text = "\n".join(plain_lines(ready(kid=DEFAULT_KID)))
+
+    assert f"kid is {DEFAULT_KID}: AIR will answer 401 until NEXT_PUBLIC_PARTNER_ID is set" in text
+
+
+def test_check_lines_name_the_problem_its_detail_and_the_fix() -> None:
+    lines = plain_lines(passed(latency=41.6), failed())
+
+    assert lines == [
+        "check ok 200 42 ms thumbprint tp-1",
+        'check FAILED: kid_not_found — no key with kid "partner-1" in keys[]',
+        f"  fix: {KID_HINT}",
+        "  warning: long_cache — max-age=3600",
+        "  fix: serve a max-age of 60 s or less",
+    ]
+
+
+def test_plain_lines_for_reloads_fetches_tunnel_changes_and_stop() -> None:
+    bad_key = Problem("config", "PARTNER_PRIVATE_KEY in .env.local: not a PEM", "run keygen")
+    events: list[Event] = [
+        ready(),
+        Reload(ok=True, kid="partner-2", thumbprint="tp-2", source=".env.local"),
+        Reload(ok=False, kid=None, thumbprint=None, problems=[bad_key], source=".env.local"),
+        Fetch(path="/jwks.json", client="1.2.3.4", user_agent="AIR/1.0", status=200, count=3),
+        Fetch(path="/jwks.json", client="1.2.3.4", user_agent="", status=304),
+        Tunnel(state="down", public_url=None),
+        Tunnel(state="restarted", public_url=PUBLIC),
+        Tunnel(state="restarted", public_url="https://calm-heron.ngrok-free.app", url_changed=True),
+        Stopped(reason="interrupted"),
+    ]
+
+    lines = plain_lines(*events)
+
+    assert lines[lines.index("reload ok kid=partner-2 thumbprint=tp-2 (from .env.local)") :] == [
+        "reload ok kid=partner-2 thumbprint=tp-2 (from .env.local)",
+        "reload FAILED (.env.local) — still serving the last good keys",
+        "  problem: config — PARTNER_PRIVATE_KEY in .env.local: not a PEM",
+        "  fix: run keygen",
+        "fetch /jwks.json from 1.2.3.4 (AIR/1.0) 200 \N{MULTIPLICATION SIGN}3",
+        "fetch /jwks.json from 1.2.3.4 (no user agent) 304",
+        "tunnel down",
+        f"tunnel restarted {PUBLIC} (same URL)",
+        "tunnel restarted https://calm-heron.ngrok-free.app (URL CHANGED — re-register it)",
+        "https://calm-heron.ngrok-free.app/api/.well-known/jwks",
+        "https://calm-heron.ngrok-free.app/jwks.json",
+        "stopped (interrupted)",
+    ]
+
+
+def test_a_failed_check_without_a_named_problem_still_says_failed() -> None:
+    check = Check(ok=False, url=URLS[0], status=None, latency_ms=None, thumbprint=None)
+
+    assert plain_lines(check) == ["check FAILED None"]
+
+
+def test_an_event_without_a_plain_form_is_shown_as_json() -> None:
+    lines = plain_lines(Event(time="2025-01-01T00:00:00.000Z"))
+
+    assert lines == ['{"event":"event","time":"2025-01-01T00:00:00.000Z"}']
+
+
+def test_notes_say_their_level_once() -> None:
+    out = io.StringIO()
+    console = make_console(json_mode=False, stdout=out)
+
+    console.note("no key configured: using an ephemeral ES256 key")
+    console.note("warning: --tunnel none: AIR cannot reach it", level="warning")
+    console.note("tunnel gave up", level="error")
+    console.close()
+
+    assert out.getvalue().splitlines() == [
+        "no key configured: using an ephemeral ES256 key",
+        "warning: --tunnel none: AIR cannot reach it",
+        "error: tunnel gave up",
+    ]
+
+
+def test_colour_only_on_a_terminal() -> None:
+    tty = TtyBuffer()
+    console = make_console(json_mode=False, stdout=tty, live=False)
+    console.emit(passed())
+    console.emit(failed())
+
+    assert SGR.search(tty.getvalue())
+    assert not any(SGR.search(line) for line in plain_lines(ready(), passed(), failed()))
+
+
+def test_colour_goes_on_values_not_on_labels() -> None:
+    tty = TtyBuffer()
+    make_console(json_mode=False, stdout=tty, live=False).emit(ready())
+
+    lines = tty.getvalue().splitlines()
+    url_line = next(line for line in lines if URLS[0] in line)
+    assert SGR.sub("", url_line) == URLS[0]
+    assert lines[len(URLS) + 1] == REGISTER
+
+
+def test_no_color_removes_every_colour_even_on_a_forced_live_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    tty = TtyBuffer()
+
+    console = make_console(json_mode=False, stdout=tty, live=True, color=True)
+    console.emit(ready(url_changed=True))
+    console.emit(failed())
+    console.note("careful", level="warning")
+    console.close()
+
+    assert "kid_not_found" in tty.getvalue()
+    assert not SGR.search(tty.getvalue())
+    assert URLS[0] in tty.getvalue().splitlines()
+
+
+def test_empty_no_color_leaves_colour_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "")
+    tty = TtyBuffer()
+
+    make_console(json_mode=False, stdout=tty, live=False).emit(passed())
+
+    assert SGR.search(tty.getvalue())
+
+
+def test_live_console_prints_the_banner_then_a_panel_and_a_closing_line() -> None:
+    out = io.StringIO()
+    console = make_console(json_mode=False, stdout=out, live=True)
+
+    console.emit(ready())
+    console.emit(passed(requests=2))
+    console.emit(failed(requests=1))
+    console.note("reloaded from .env.local")
+    console.emit(Stopped(reason="interrupted"))
+    console.close()
+    console.close()
+
+    text = out.getvalue()
+    lines = text.splitlines()
+    assert lines[1:3] == URLS
+    assert "reloaded from .env.local" in text
+    assert KID_HINT in text  # the panel's problems, as the run left them
+    assert CONTROL.sub("", lines[-1]) == (
+        "stopped (interrupted) · checks: 1 passed, 1 failed · 3 requests sent through the tunnel"
+    )
+
+
+def test_live_console_on_a_terminal_redraws_in_place() -> None:
+    tty = TtyBuffer()
+    console = make_console(json_mode=False, stdout=tty)
+
+    console.emit(ready())
+    console.close()
+
+    assert "\x1b[?25l" in tty.getvalue()  # rich hid the cursor while the panel ran
+    last = CONTROL.sub("", tty.getvalue().splitlines()[-1])
+    assert last == "stopped · checks: 0 passed, 0 failed · 0 requests sent through the tunnel"
+
+
+def test_state_counts_checks_requests_and_outside_fetches() -> None:
+    state = RunState()
+
+    for event in [ready(), passed(requests=2), failed(requests=3), passed(requests=2)]:
+        state.apply(event)
+    state.apply(Fetch(path="/jwks.json", client="1.2.3.4", user_agent="AIR", status=200, count=4))
+    state.apply(Fetch(path="/jwks.json", client="5.6.7.8", user_agent="AIR", status=200))
+
+    assert (state.checks_passed, state.checks_failed, state.requests_sent) == (2, 1, 7)
+    assert state.fetches == 5
+    assert state.last_fetch is not None
+    assert state.last_fetch.client == "5.6.7.8"
+
+
+def test_state_ages_count_up_with_the_clock() -> None:
+    clock = Clock()
+    state = RunState(clock=clock)
+
+    assert state.age("check") == "never"
+    state.apply(passed())
+    clock.now += 12.7
+    assert state.age("check") == "12 s ago"
+    clock.now += 60
+    assert state.age("check") == "1 min ago"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(-0.2, "0 s ago"), (0.9, "0 s ago"), (59.9, "59 s ago"), (60, "1 min ago"), (7300, "2 h ago")],
+)
+def test_age_text(seconds: float, text: str) -> None:
+    assert age_text(seconds) == text
+
+
+def test_a_passing_check_clears_the_problems_of_a_failed_one() -> None:
+    state = RunState()
+
+    state.apply(failed())
+    assert [p.code for p in state.problems] == ["kid_not_found"]
+    assert [w.code for w in state.warnings] == ["long_cache"]
+
+    state.apply(passed())
+    assert state.problems == []
+    assert state.warnings == []
+
+
+def test_a_broken_key_file_stays_a_problem_until_a_reload_succeeds() -> None:
+    state = RunState()
+    bad = Problem("config", "PARTNER_PUBLIC_KEY: not a PEM", "run keygen")
+
+    state.apply(ready())
+    state.apply(Reload(ok=False, kid=None, thumbprint=None, problems=[bad], source=".env"))
+    state.apply(passed())
+    assert state.problems == [bad]
+    assert state.kid == "partner-1"
+
+    state.apply(Reload(ok=True, kid="partner-2", thumbprint="tp-2", source=".env"))
+    assert state.problems == []
+    assert (state.kid, state.thumbprint) == ("partner-2", "tp-2")
+
+
+def test_a_restarted_tunnel_moves_the_jwks_urls_to_its_new_address() -> None:
+    state = RunState()
+
+    state.apply(ready())
+    state.apply(Tunnel(state="down", public_url=None))
+    assert state.tunnel_state == "down"
+    state.apply(Tunnel(state="restarted", public_url="https://calm.trycloudflare.com"))
+
+    assert state.tunnel_state == "up"
+    assert state.jwks_urls == [
+        "https://calm.trycloudflare.com/api/.well-known/jwks",
+        "https://calm.trycloudflare.com/jwks.json",
+    ]
+
+
+def test_panel_shows_url_keys_latency_requests_fetches_and_hints() -> None:
+    clock = Clock()
+    state = RunState(clock=clock)
+    for event in [ready(), passed(requests=2), failed(requests=3)]:
+        state.apply(event)
+    state.apply(Fetch(path="/jwks.json", client="1.2.3.4", user_agent="AIR/1.0", status=200))
+    state.apply(Reload(ok=True, kid="partner-1", thumbprint="tp-1", source=".env.local"))
+    clock.now += 5
+    recorder = RichConsole(record=True, width=100)
+
+    recorder.print(render_panel(state))
+
+    text = recorder.export_text()
+    assert PUBLIC in text
+    assert "kid partner-1 · ES256" in text
+    assert "thumbprint    tp-1" in text  # the reload replaced the key
+    assert "FAILED 200 · 87 ms · 5 s ago" in text
+    assert "5 sent through the tunnel" in text
+    assert "1 passed · 1 failed" in text
+    assert "1.2.3.4 (AIR/1.0) /jwks.json 200 · 5 s ago · 1 in total" in text
+    assert "ok kid=partner-1 (from .env.local)" in text
+    assert f"fix: {KID_HINT}" in text
+    assert "long_cache" in text
+
+
+def test_panel_before_any_check_says_so() -> None:
+    state = RunState()
+    state.apply(ready())
+    state.apply(Reload(ok=False, kid=None, thumbprint=None, source=".env"))
+    recorder = RichConsole(record=True, width=100)
+
+    recorder.print(render_panel(state))
+
+    text = recorder.export_text()
+    assert "none yet" in text
+    assert "FAILED (from .env)" in text
+    assert "problems      none" in text
+
+
+def test_a_problem_without_a_hint_shows_no_fix_line() -> None:
+    bad = Problem("config", ".env: NEXT_PUBLIC_PARTNER_ID is empty", "")
+    reload = Reload(ok=False, kid=None, thumbprint=None, problems=[bad], source=".env")
+    state = RunState()
+    state.apply(reload)
+    recorder = RichConsole(record=True, width=100)
+
+    recorder.print(render_panel(state))
+
+    assert plain_lines(reload) == [
+        "reload FAILED (.env) — still serving the last good keys",
+        "  problem: config — .env: NEXT_PUBLIC_PARTNER_ID is empty",
+    ]
+    assert "config — .env: NEXT_PUBLIC_PARTNER_ID is empty" in recorder.export_text()
+    assert "fix:" not in recorder.export_text()
+
+
+def test_a_live_console_closed_before_any_event_prints_only_its_closing_line() -> None:
+    out = io.StringIO()
+    console = make_console(json_mode=False, stdout=out, live=True)
+
+    console.note("starting ngrok")
+    console.close()
+
+    assert out.getvalue().splitlines() == [
+        "starting ngrok",
+        "stopped · checks: 0 passed, 0 failed · 0 requests sent through the tunnel",
+    ]
