@@ -311,7 +311,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    raise NotImplementedError  # filled by the check issue
+    import asyncio
+    import os
+
+    from devtunnel.check import check_jwks, format_report
+    from devtunnel.keys import load_keypair
+
+    # Keys are optional here: a Partner ID alone still says which kid must be served.
+    settings = key_settings(args)
+    pair = None
+    if settings.private_key is not None or settings.public_key is not None:
+        pair = load_keypair(settings)
+    kid = pair.kid if pair is not None else None
+    if kid is None and settings.partner_id is not None:
+        kid = settings.partner_id.text.strip()
+
+    result = asyncio.run(
+        check_jwks(args.url, pair=pair, kid=kid, timeout=args.timeout, ca_file=args.ca_file)
+    )
+    if args.json:
+        print(result.to_event().to_json())
+    else:
+        colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        print(format_report(result, colour=colour))
+    return EXIT_OK if result.ok else EXIT_FAILED
+
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
