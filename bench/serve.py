@@ -1,0 +1,252 @@
+"""Load-test `devtunnel serve` against a bare aiohttp handler and Python's http.server.
+
+Each server runs in its own process and serves the same JWKS bytes on
+/jwks.json. The servers take turns, round after round, so machine noise hits
+all of them alike. The load comes from wrk when it is installed, else from a
+multi-process Python client with keep-alive connections (slower than wrk, so
+it understates the faster servers).
+
+    .venv/bin/python bench/serve.py [--rounds 3] [--duration 5] [--connections 32]
+
+Prints requests/s and p99 latency per server (the median over rounds), and the
+ratios devtunnel/bare and devtunnel/http.server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from devtunnel.jwks import render_keys
+from devtunnel.keys import KeyPair, private_pem
+
+PATH = "/jwks.json"
+PARTNER_ID = "bench-partner"
+START_TIMEOUT = 15.0
+SERVER_CPU = 0  # the server gets one core, the load generator the other
+
+BARE_AIOHTTP = """
+import sys
+from pathlib import Path
+from aiohttp import web
+
+body = Path(sys.argv[2]).read_bytes()
+
+async def jwks(request):
+    return web.Response(body=body, content_type="application/json")
+
+app = web.Application()
+app.router.add_get("/jwks.json", jwks)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    requests_per_s: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    command: Callable[[int], list[str]]
+
+
+def contenders(body_dir: Path) -> list[Contender]:
+    python = sys.executable
+    return [
+        Contender(
+            "devtunnel",
+            lambda port: [python, "-m", "devtunnel", "serve", "--port", str(port), "--path", PATH],
+        ),
+        Contender(
+            "bare aiohttp",
+            lambda port: [python, "-c", BARE_AIOHTTP, str(port), str(body_dir / "jwks.json")],
+        ),
+        Contender(
+            "http.server",
+            lambda port: [
+                *(python, "-m", "http.server", "--bind", "127.0.0.1"),
+                *("--directory", str(body_dir), str(port)),
+            ],
+        ),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--python-client", action="store_true", help="do not use wrk")
+    args = parser.parse_args()
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    pair = KeyPair(private.public_key(), private, "ES256", PARTNER_ID, PARTNER_ID)
+    env = {
+        **os.environ,
+        "NEXT_PUBLIC_PARTNER_ID": PARTNER_ID,
+        "PARTNER_PRIVATE_KEY": private_pem(private),
+    }
+    wrk = None if args.python_client else shutil.which("wrk")
+    client = f"wrk, 1 thread, {args.connections} connections" if wrk else "Python client"
+    print(f"load: {client}; {args.rounds} rounds of {args.duration:g} s; {os.cpu_count()} CPUs")
+
+    results: dict[str, list[Result]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        body_dir = Path(tmp)
+        (body_dir / "jwks.json").write_bytes(render_keys([pair]))
+        field = contenders(body_dir)
+        for round_number in range(args.rounds):
+            # Rotate the order, so no server always runs first or last.
+            shift = round_number % len(field)
+            for contender in field[shift:] + field[:shift]:
+                result = run_one(contender, env, wrk, args.duration, args.connections)
+                results.setdefault(contender.name, []).append(result)
+                print(
+                    f"  round {round_number + 1} {contender.name:13} "
+                    f"{result.requests_per_s:9.0f} req/s  p99 {result.p99_ms:6.2f} ms",
+                    flush=True,
+                )
+
+    report(results)
+    return 0
+
+
+def run_one(
+    contender: Contender, env: dict[str, str], wrk: str | None, duration: float, connections: int
+) -> Result:
+    port = free_port()
+    server = subprocess.Popen(
+        contender.command(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        pin(server.pid, {SERVER_CPU})
+        wait_listening(port)
+        url = f"http://127.0.0.1:{port}{PATH}"
+        if wrk:
+            return run_wrk(wrk, url, duration, connections)
+        return run_python_client(port, duration, connections)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def run_wrk(wrk: str, url: str, duration: float, connections: int) -> Result:
+    command = [wrk, "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", url]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if rate is None or p99 is None or errors is not None:
+        raise SystemExit(f"wrk output not understood or errors seen:\n{output}")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return Result(float(rate.group(1)), float(p99.group(1)) * scale)
+
+
+# The Python load generator: processes of asyncio clients over raw keep-alive sockets.
+
+
+def run_python_client(port: int, duration: float, connections: int) -> Result:
+    workers = max(1, (os.cpu_count() or 2) - 1)
+    per_worker = max(1, connections // workers)
+    with multiprocessing.Pool(workers) as pool:
+        parts = pool.starmap(_client_process, [(port, duration, per_worker)] * workers)
+    count = sum(done for done, _ in parts)
+    latencies = sorted(latency for _, sample in parts for latency in sample)
+    p99 = latencies[int(len(latencies) * 0.99)] if latencies else float("nan")
+    return Result(count / duration, p99 * 1000)
+
+
+def _client_process(port: int, duration: float, connections: int) -> tuple[int, list[float]]:
+    pin(os.getpid(), set(range(os.cpu_count() or 1)) - {SERVER_CPU} or {SERVER_CPU})
+    return asyncio.run(_client_load(port, duration, connections))
+
+
+async def _client_load(port: int, duration: float, connections: int) -> tuple[int, list[float]]:
+    deadline = time.perf_counter() + duration
+    latencies: list[float] = []
+    request = f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: bench\r\n\r\n"
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while (start := time.perf_counter()) < deadline:
+            writer.write(request.encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            if length is None:
+                raise SystemExit(f"no Content-Length in {head!r}")
+            await reader.readexactly(int(length.group(1)))
+            latencies.append(time.perf_counter() - start)
+            # http.server speaks HTTP/1.0 and closes after each response: reconnect.
+            if head.startswith(b"HTTP/1.0") or b"connection: close" in head.lower():
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    return len(latencies), latencies
+
+
+# Helpers
+
+
+def report(results: dict[str, list[Result]]) -> None:
+    rate = {
+        name: statistics.median(r.requests_per_s for r in runs) for name, runs in results.items()
+    }
+    p99 = {name: statistics.median(r.p99_ms for r in runs) for name, runs in results.items()}
+    print("\nmedian over rounds")
+    print(f"  {'server':13} {'req/s':>9} {'p99 ms':>8}")
+    for name in results:
+        print(f"  {name:13} {rate[name]:9.0f} {p99[name]:8.2f}")
+    print(f"  devtunnel / bare aiohttp: {rate['devtunnel'] / rate['bare aiohttp']:.2f}x")
+    print(f"  devtunnel / http.server:  {rate['devtunnel'] / rate['http.server']:.2f}x")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listened on port {port} within {START_TIMEOUT:g} s")
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    # Linux only; elsewhere the scheduler decides and the figures are noisier.
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(pid, cpus)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
