@@ -43,11 +43,14 @@ LEVEL_STYLES = {"warning": WARNING, "error": FAILED}
 class Console(Protocol):
     """Where the session's events and notes for people go."""
 
-    def emit(self, event: Event) -> None: ...
+    def emit(self, event: Event) -> None:
+        """Show one event."""
 
-    def note(self, text: str, level: str = "info") -> None: ...
+    def note(self, text: str, level: str = "info") -> None:
+        """Show a line for people; `level` is "info", "warning" or "error"."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """End the run's display: stop a live panel, leave a closing line, flush."""
 
 
 def make_console(
@@ -366,7 +369,7 @@ def event_lines(event: Event, state: RunState) -> Iterator[Text]:
                 "reload ", ("FAILED", FAILED), f" ({event.source or 'keys'})",
                 " — still serving the last good keys",
             )  # fmt: skip
-            yield from _problem_lines(event.problems, "  problem:")
+            yield from _problem_lines(event.problems, Text("  problem:"))
         case Fetch():
             times = f" \N{MULTIPLICATION SIGN}{event.count}" if event.count > 1 else ""
             agent = event.user_agent or "no user agent"
@@ -394,21 +397,15 @@ def _check_lines(event: Check) -> Iterator[Text]:
         )  # fmt: skip
     elif not event.problems:
         yield Text.assemble("check ", ("FAILED", FAILED), f" {event.status}")
-    for problem in event.problems:
-        yield Text.assemble("check ", ("FAILED", FAILED), f": {problem.code} — {problem.detail}")
-        yield from _hint_lines(problem)
-    yield from _problem_lines(event.warnings, "  warning:")
+    yield from _problem_lines(event.problems, Text.assemble("check ", ("FAILED", FAILED), ":"))
+    yield from _problem_lines(event.warnings, Text("  warning:"))
 
 
-def _problem_lines(problems: list[Problem], label: str) -> Iterator[Text]:
+def _problem_lines(problems: list[Problem], label: Text) -> Iterator[Text]:
     for problem in problems:
-        yield Text(f"{label} {problem.code} — {problem.detail}")
-        yield from _hint_lines(problem)
-
-
-def _hint_lines(problem: Problem) -> Iterator[Text]:
-    if problem.hint:
-        yield Text(f"  fix: {problem.hint}")
+        yield Text.assemble(label, f" {problem.code} — {problem.detail}")
+        if problem.hint:
+            yield Text(f"  fix: {problem.hint}")
 
 
 def _warning(text: str) -> Text:
