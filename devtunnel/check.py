@@ -375,9 +375,9 @@ def _judge(
         findings.failed("status", status)
     else:
         findings.passed("status", f"{response.status} {response.reason} ({response.content_type})")
-        body = _body_problem(response, parsed)
-        if body is not None:
-            findings.failed("body", body)
+    body = _body_problem(response, parsed) if status is None else None
+    if body is not None:
+        findings.failed("body", body)
     if status is not None or body is not None:
         if leak is not None:
             findings.failed("safety", leak)
@@ -385,7 +385,8 @@ def _judge(
 
     assert isinstance(parsed, dict)
     keys = [key for key in parsed["keys"] if isinstance(key, dict)]
-    findings.passed("body", f"a JWKS with {len(keys)} key(s), kids {_kids(keys)}")
+    count = f"{len(keys)} key{'s' * (len(keys) != 1)}"
+    findings.passed("body", f"a JWKS with {count}, kids {_kids(keys)}")
     if leak is not None:
         findings.failed("safety", leak)
     else:
@@ -614,20 +615,24 @@ async def _address_warning(target: URL, seconds: float) -> Problem | None:
             return None  # the fetch reports the host as unreachable
         addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
 
-    inner = sorted({str(address) for address in addresses if not address.is_global})
+    inner = sorted({address for address in addresses if not address.is_global}, key=str)
     if not inner:
         return None
+    kind = _address_kind(inner[0])
+    if host == str(inner[0]):
+        detail = f"{host} is {kind}"
+    else:
+        detail = f"{host} resolves to {', '.join(map(str, inner))} ({kind})"
     return Problem(
         "not_public",
-        f"{host} resolves to {', '.join(inner)} ({_address_kind(inner[0])}): AIR cannot reach it",
+        f"{detail}: AIR's servers cannot reach it",
         "register the public URL that `devtunnel up` prints, not the local one",
     )
 
 
-def _address_kind(text: str) -> str:
-    address = ipaddress.ip_address(text)
+def _address_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     if address.is_loopback:
-        return "loopback"
+        return "a loopback address"
     if address.is_private:
         return "a private address"
     return "not a public address"

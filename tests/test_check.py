@@ -11,8 +11,17 @@ import aiohttp
 import pytest
 import trustme
 from cryptography.hazmat.primitives.asymmetric import ec
+from yarl import URL
 
-from devtunnel.check import MAX_BODY, CheckResult, Stage, check_jwks, format_report, tls_context
+from devtunnel.check import (
+    MAX_BODY,
+    CheckResult,
+    Stage,
+    _address_warning,
+    check_jwks,
+    format_report,
+    tls_context,
+)
 from devtunnel.errors import ConfigError
 from devtunnel.events import SELF_CHECK_HEADER, USER_AGENT, Problem
 from devtunnel.jwks import key_thumbprint
@@ -179,6 +188,14 @@ async def test_server_error_is_http_status(hostile: HostileJwks) -> None:
     assert result.status == 500
 
 
+async def test_ngrok_error_page_is_named_in_http_status(hostile: HostileJwks) -> None:
+    result = await check_jwks(hostile.url("/ngrok-offline"))
+
+    assert codes(result.problems) == ["http_status"]
+    assert "502" in result.problems[0].detail and "ERR_NGROK_8012" in result.problems[0].detail
+    assert "start the local server" in result.problems[0].hint
+
+
 async def test_missing_path_hints_at_the_served_paths(hostile: HostileJwks) -> None:
     result = await check_jwks(hostile.url("/nothing-here"))
 
@@ -193,6 +210,7 @@ async def test_missing_path_hints_at_the_served_paths(hostile: HostileJwks) -> N
         ("/html", "not_json", "HTML page"),
         ("/not-json", "not_json", "'keys: none'"),
         ("/too-big", "not_json", f"{MAX_BODY // 1024} KiB"),
+        ("/too-big-chunked", "not_json", f"{MAX_BODY // 1024} KiB"),
         ("/no-keys", "no_keys", "empty keys list"),
     ],
 )
@@ -230,6 +248,14 @@ async def test_leaked_private_key_comes_first_among_other_problems(
     result = await check_jwks(hostile.url("/leaked-private-key"), pair=renamed)
 
     assert codes(result.problems) == ["private_key_exposed", "kid_not_found"]
+
+
+async def test_leaked_private_key_is_reported_even_behind_an_error_status(
+    hostile: HostileJwks,
+) -> None:
+    result = await check_jwks(hostile.url("/leaked-with-error"))
+
+    assert codes(result.problems) == ["private_key_exposed", "http_status"]
 
 
 # Kid, key, alg and signature
@@ -386,3 +412,24 @@ def test_report_colours_marks_only_when_asked() -> None:
 
     assert "\033[" not in format_report(result)
     assert "\033[31m✗\033[0m reachable" in format_report(result, colour=True)
+
+
+@pytest.mark.parametrize(
+    ("host", "detail"),
+    [
+        ("10.1.2.3", "10.1.2.3 is a private address"),
+        ("::1", "::1 is a loopback address"),
+        ("100.64.0.7", "100.64.0.7 is not a public address"),
+        ("8.8.8.8", None),
+    ],
+)
+async def test_only_addresses_outside_the_internet_are_not_public(
+    host: str, detail: str | None
+) -> None:
+    warning = await _address_warning(URL.build(scheme="https", host=host, path="/"), 1.0)
+
+    if detail is None:
+        assert warning is None
+    else:
+        assert warning is not None
+        assert warning.detail == f"{detail}: AIR's servers cannot reach it"

@@ -29,6 +29,10 @@ NGROK_WARNING_PAGE = """<!DOCTYPE html>
 To skip this page, send an ngrok-skip-browser-warning request header.</div>
 <p class="error-code">ERR_NGROK_6024</p></body></html>
 """
+NGROK_OFFLINE_PAGE = """<!DOCTYPE html><html><body>
+<p>The endpoint is online but the agent could not reach the upstream service.</p>
+<p class="error-code">ERR_NGROK_8012</p></body></html>
+"""
 HOLD_SECONDS = 30  # the slow route answers after this, or when the server stops
 BIG_BODY = 2 * 1024 * 1024
 
@@ -106,7 +110,12 @@ class HostileJwks:
             "/html": _text("<html><body>Welcome to my app</body></html>", "text/html"),
             "/not-json": _text("keys: none", content_type="text/plain"),
             "/too-big": _text(" " * BIG_BODY, content_type="application/json"),
+            "/too-big-chunked": _chunked(b" " * 65536, BIG_BODY // 65536),
+            "/ngrok-offline": _text(NGROK_OFFLINE_PAGE, "text/html", status=502),
             "/no-keys": self._jwks({"keys": []}),
+            "/leaked-with-error": _text(
+                json.dumps({"keys": [leaked]}), "application/json", status=500
+            ),
             "/leaked-private-key": self._jwks({"keys": [leaked]}),
             "/other-kid": self._jwks({"keys": [{**good, "kid": "someone-else"}]}),
             "/duplicate-kid": self._jwks({"keys": [good, good]}),
@@ -147,6 +156,19 @@ class HostileJwks:
 def _text(text: str, content_type: str = "text/plain", *, status: int = 200) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         return web.Response(text=text, content_type=content_type, status=status)
+
+    return handle
+
+
+def _chunked(chunk: bytes, count: int) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()  # no Content-Length: the reader must stop by itself
+        await response.prepare(request)
+        for _ in range(count):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
     return handle
 
