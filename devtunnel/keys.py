@@ -383,6 +383,8 @@ def write_env_keys(path: Path, private: PrivateKey, *, force: bool = False) -> W
     as `<file>.bak`. The file is replaced atomically and left mode 0600.
     """
     original = _read_env_text(path)
+    # New lines follow the file's own line ends, so a CRLF file stays CRLF.
+    newline = "\r\n" if re.match(r"[^\n]*\r\n", original) else "\n"
     new_values = {
         PRIVATE_KEY_VAR: _env_quote(private_pem(private)),
         PUBLIC_KEY_VAR: _env_quote(public_pem(private.public_key())),
@@ -406,12 +408,12 @@ def write_env_keys(path: Path, private: PrivateKey, *, force: bool = False) -> W
                 )
             replaces_key = True
         if key not in seen:
-            kept.append(f"{key}={new_values[key]}\n")
+            kept.append(f"{key}={new_values[key]}{newline}")
             seen.add(key)
 
-    if kept and not kept[-1].endswith("\n"):
-        kept[-1] += "\n"
-    kept.extend(f"{key}={value}\n" for key, value in new_values.items() if key not in seen)
+    if kept and not kept[-1].endswith(("\n", "\r")):
+        kept[-1] += newline
+    kept.extend(f"{key}={value}{newline}" for key, value in new_values.items() if key not in seen)
 
     backups = (backup(path),) if replaces_key else ()
     atomic_write(path, "".join(kept).encode("utf-8"), PRIVATE_MODE)
@@ -443,13 +445,16 @@ def write_pem_files(directory: Path, private: PrivateKey, *, force: bool = False
 
 
 def _read_env_text(path: Path) -> str:
+    # Bytes, not read_text(): universal newlines would turn the file's CRLF into LF.
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         return ""
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "is not UTF-8 text", "save the env file as UTF-8") from None
+    except OSError as exc:
         raise ConfigError(
-            str(path), f"cannot be read ({exc})", "check the --env-file path"
+            str(path), f"cannot be read ({exc.strerror})", "check the --env-file path"
         ) from None
 
 

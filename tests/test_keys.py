@@ -345,3 +345,25 @@ def test_write_pem_files_names_a_folder_it_cannot_create(
     assert raised.value.source == f"--out {isolated / 'file' / 'keys'}"
     assert raised.value.fault.startswith("cannot be created (")
     assert raised.value.hint
+
+
+def test_write_env_keys_refuses_a_file_that_is_not_utf8(
+    isolated: Path, ec_private: ec.EllipticCurvePrivateKey
+) -> None:
+    path = isolated / ".env.local"
+    path.write_bytes(b"A=\xff\n")
+
+    with pytest.raises(ConfigError) as raised:
+        write_env_keys(path, ec_private)
+
+    assert (raised.value.source, raised.value.fault) == (str(path), "is not UTF-8 text")
+    assert path.read_bytes() == b"A=\xff\n"
+
+
+def test_write_env_keys_names_a_file_it_cannot_read(
+    isolated: Path, ec_private: ec.EllipticCurvePrivateKey
+) -> None:
+    (isolated / "dir.env").mkdir()
+    with pytest.raises(ConfigError) as raised:
+        write_env_keys(isolated / "dir.env", ec_private)
+    assert raised.value.fault == "cannot be read (Is a directory)"
