@@ -149,7 +149,7 @@ def _add_check(commands: Commands, parents: Parents) -> None:
 def _add_keygen(commands: Commands) -> None:
     keygen = commands.add_parser("keygen", help="make a new signing key pair")
     keygen.add_argument("--alg", choices=("RS256", "ES256"), default="ES256")
-    keygen.add_argument("--bits", type=int, default=2048, metavar="N", help="RSA size")
+    keygen.add_argument("--bits", type=int, metavar="N", help="RSA key size (default 2048)")
     where = keygen.add_mutually_exclusive_group()
     where.add_argument(
         "--env-file",
@@ -212,6 +212,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     from devtunnel.errors import ConfigError
     from devtunnel.jwks import key_thumbprint
     from devtunnel.keys import (
+        DEFAULT_RSA_BITS,
         MAX_RSA_BITS,
         MIN_RSA_BITS,
         generate_private_key,
@@ -219,13 +220,18 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
         write_pem_files,
     )
 
-    if args.alg == "RS256" and not MIN_RSA_BITS <= args.bits <= MAX_RSA_BITS:
+    if args.bits is not None and args.alg != "RS256":
+        raise ConfigError(
+            "--bits", f"sets an RSA key size, but --alg is {args.alg}", "add --alg RS256"
+        )
+    bits = DEFAULT_RSA_BITS if args.bits is None else args.bits
+    if not MIN_RSA_BITS <= bits <= MAX_RSA_BITS:
         raise ConfigError(
             "--bits",
-            f"is {args.bits}; RS256 needs {MIN_RSA_BITS} to {MAX_RSA_BITS}",
+            f"is {bits}; RS256 needs {MIN_RSA_BITS} to {MAX_RSA_BITS}",
             "use --bits 2048 (the default) or 3072",
         )
-    private = generate_private_key(args.alg, args.bits)
+    private = generate_private_key(args.alg, bits)
     if args.out is not None:
         written = write_pem_files(args.out, private, force=args.force)
     else:
