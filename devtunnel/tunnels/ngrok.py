@@ -104,7 +104,7 @@ class NgrokTunnel(Tunnel):
                 await aio.api_request(
                     f"{agent.api_url}{endpoint.uri}", method="DELETE", timeout=REQUEST_TIMEOUT
                 )
-            except PyngrokError as exc:
+            except (PyngrokError, OSError) as exc:  # the agent may die while we ask
                 logger.debug("could not remove endpoint %s: %s", endpoint.public_url, exc)
         if agent is not None:
             await asyncio.to_thread(_end_agent, agent)

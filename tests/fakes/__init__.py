@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TESTS_DIR = Path(__file__).resolve().parent.parent
-MODULES = {"ngrok": "fakes.fake_ngrok", "cloudflared": "fakes.fake_cloudflared"}
+REPO_DIR = Path(__file__).resolve().parents[2]
+MODULES = {"ngrok": "tests.fakes.fake_ngrok", "cloudflared": "tests.fakes.fake_cloudflared"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def install_agent(binary: str, directory: Path, *, tls_file: Path, mode: str = "
     path.write_text(
         f"#!{sys.executable}\n"
         "import os, sys\n"
-        f"sys.path.insert(0, {str(TESTS_DIR)!r})\n"
+        f"sys.path.insert(0, {str(REPO_DIR)!r})\n"
         f"os.environ.update({settings!r})\n"
         f"from {MODULES[binary]} import main\n"
         "sys.exit(main())\n",

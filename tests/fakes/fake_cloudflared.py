@@ -21,7 +21,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fakes.forwarder import Forwarder
+from tests.fakes.forwarder import Forwarder
 
 REGISTER_DELAY = 0.2
 DISCLAIMER = (

@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from fakes.forwarder import Forwarder
+from tests.fakes.forwarder import Forwarder
 
 # The agent's own words for each refused session (ngrok 3), with its literal \r\n endings.
 REFUSALS = {
@@ -164,9 +164,7 @@ def api_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
             self._json(status, body)
 
         def do_DELETE(self) -> None:
-            if self.path.startswith(PREFIX) and agent.delete(
-                self.path.removeprefix(PREFIX)
-            ):
+            if self.path.startswith(PREFIX) and agent.delete(self.path.removeprefix(PREFIX)):
                 self.send_response(204)
                 self.end_headers()
             else:

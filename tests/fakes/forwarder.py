@@ -55,7 +55,8 @@ class Forwarder:
             self.server.socket, server_side=True, do_handshake_on_connect=False
         )
         self.url = f"https://localhost:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for the serving loop's next poll.
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     def close(self) -> None:
