@@ -12,14 +12,12 @@ from typing import Any
 
 import pytest
 import trustme
-from aiohttp import ClientSession, web
 from pyngrok import installer
 from pyngrok.exception import PyngrokNgrokInstallError
 
 from devtunnel.errors import RunError
 from devtunnel.tunnels import NgrokTunnel, make_tunnel
-from tests.conftest import free_port
-from tests.fakes import FakeAgent, install_agent
+from tests.fakes import FakeAgent, echo_server, fetch, install_agent, is_running
 
 TOKEN = "2abcSECRETauthtokenXYZ_1234567890"
 InstallAgent = Callable[..., FakeAgent]
@@ -47,26 +45,8 @@ def client_ssl(ca_file: Path) -> ssl.SSLContext:
 
 @pytest.fixture
 async def local_url() -> AsyncIterator[str]:
-    """A local aiohttp server that echoes what reached it."""
-
-    async def echo(request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "method": request.method,
-                "path": request.path_qs,
-                "headers": dict(request.headers),
-                "body": await request.text(),
-            }
-        )
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with echo_server() as url:
+        yield url
 
 
 @pytest.fixture
@@ -83,24 +63,6 @@ async def tunnel_factory() -> AsyncIterator[Callable[..., NgrokTunnel]]:
     yield make
     for tunnel in tunnels:
         await tunnel.stop()
-
-
-def is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-async def fetch(
-    url: str, client_ssl: ssl.SSLContext, headers: dict[str, str] | None = None
-) -> tuple[int, str]:
-    async with (
-        ClientSession() as session,
-        session.post(url, data=b"hello", headers=headers, ssl=client_ssl) as response,
-    ):
-        return response.status, await response.text()
 
 
 async def test_public_url_reaches_the_local_server(

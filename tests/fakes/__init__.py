@@ -1,5 +1,8 @@
 """Test doubles. The fake agents stand in for ngrok and cloudflared as real executables.
 
+The fake agents themselves import only the standard library (and `forwarder`), so this
+module imports aiohttp inside the helpers that need it.
+
 `install_agent` writes an executable named like the real binary (`ngrok`, `cloudflared`)
 into a directory: a `#!<this interpreter>` script that runs the fake with its settings
 (TLS file, record file, failure mode) in the environment variables the fake reads.
@@ -7,9 +10,13 @@ into a directory: a `#!<this interpreter>` script that runs the fake with its se
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import ssl
 import stat
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,3 +59,53 @@ def install_agent(binary: str, directory: Path, *, tls_file: Path, mode: str = "
     )
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return FakeAgent(path, record)
+
+
+def is_running(pid: int) -> bool:
+    """Whether a process with `pid` exists (an ended, reaped agent does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@contextlib.asynccontextmanager
+async def echo_server() -> AsyncIterator[str]:
+    """A local aiohttp server on a free loopback port that answers with what reached it."""
+    from aiohttp import web
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "method": request.method,
+                "path": request.path_qs,
+                "headers": dict(request.headers),
+                "body": await request.text(),
+            }
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def fetch(
+    url: str, client_ssl: ssl.SSLContext, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """POST b"hello" to `url`, trusting `client_ssl`; the status and the body."""
+    from aiohttp import ClientSession
+
+    async with (
+        ClientSession() as session,
+        session.post(url, data=b"hello", headers=headers, ssl=client_ssl) as response,
+    ):
+        return response.status, await response.text()
