@@ -336,6 +336,23 @@ async def test_right_key_marked_for_encryption_is_invalid_signature(
     assert 'use to "sig"' in result.problems[0].hint
 
 
+async def test_a_broken_key_under_another_kid_does_not_fail_the_check(
+    hostile: HostileJwks, ec_pair: KeyPair
+) -> None:
+    result = await check_jwks(hostile.url("/broken-neighbour"), pair=ec_pair)
+
+    assert result.ok, result.problems
+    assert result.thumbprint == key_thumbprint(ec_pair.public)
+
+
+async def test_a_secret_key_under_the_kid_is_exposed_and_cannot_verify(
+    hostile: HostileJwks, ec_pair: KeyPair
+) -> None:
+    result = await check_jwks(hostile.url("/secret-key"), pair=ec_pair)
+
+    assert codes(result.problems) == ["private_key_exposed", "key_mismatch", "invalid_signature"]
+
+
 # Warnings
 
 

@@ -33,6 +33,8 @@ NGROK_OFFLINE_PAGE = """<!DOCTYPE html><html><body>
 <p>The endpoint is online but the agent could not reach the upstream service.</p>
 <p class="error-code">ERR_NGROK_8012</p></body></html>
 """
+# A key no library can import, under another kid: verifiers never look at it.
+_BROKEN_RSA = {"kty": "RSA", "n": "zz", "e": "AQAB", "kid": "retired"}
 HOLD_SECONDS = 30  # the slow route answers after this, or when the server stops
 BIG_BODY = 2 * 1024 * 1024
 
@@ -102,6 +104,7 @@ class HostileJwks:
         wrong = {**public_jwk(self.other), "kid": self.pair.kid}
         other_alg = "RS256" if self.pair.alg == "ES256" else "ES256"
         leaked = {**good, **_private_members(self.pair)}
+        kid = self.pair.kid
         return {
             "/good": self._jwks(jwks_document([self.pair])),
             "/redirect": _redirect("/good"),
@@ -121,6 +124,8 @@ class HostileJwks:
             "/duplicate-kid": self._jwks({"keys": [good, good]}),
             "/duplicate-kid-wrong-first": self._jwks({"keys": [wrong, good]}),
             "/wrong-key": self._jwks({"keys": [wrong]}),
+            "/broken-neighbour": self._jwks({"keys": [_BROKEN_RSA, good]}),
+            "/secret-key": self._jwks({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": kid}]}),
             "/wrong-alg": self._jwks({"keys": [{**good, "alg": other_alg}]}),
             "/encryption-key": self._jwks({"keys": [{**good, "use": "enc"}]}),
             "/long-cache": self._jwks(jwks_document([self.pair]), "public, max-age=3600"),
