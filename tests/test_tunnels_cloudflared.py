@@ -14,7 +14,7 @@ import pytest
 import trustme
 
 from devtunnel.errors import RunError
-from devtunnel.tunnels import CloudflaredTunnel, make_tunnel
+from devtunnel.tunnels import CloudflaredTunnel, base, make_tunnel
 from devtunnel.tunnels.cloudflared import BANNER_URL
 from tests.fakes import FakeAgent, echo_server, fetch, install_agent, is_running
 from tests.fakes.fake_cloudflared import banner
@@ -131,6 +131,22 @@ async def test_a_tunnel_that_never_registers_times_out_and_is_ended(
     assert caught.value.fault.startswith("registered no connection for https://localhost:")
     assert caught.value.fault.endswith(" in 0.8 s")
     assert "port 7844" in caught.value.hint
+    assert not is_running(agent.seen()["pid"])
+
+
+async def test_cloudflared_ignoring_sigterm_is_killed(
+    agent_factory: InstallAgent,
+    tunnel_factory: Callable[..., CloudflaredTunnel],
+    local_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(base, "STOP_TIMEOUT", 0.2)
+    agent = agent_factory("stubborn")
+    tunnel = tunnel_factory(cloudflared_path=agent.path)
+    await tunnel.start(local_url)
+
+    await tunnel.stop()
+
     assert not is_running(agent.seen()["pid"])
 
 

@@ -16,7 +16,7 @@ from pyngrok import installer
 from pyngrok.exception import PyngrokNgrokInstallError
 
 from devtunnel.errors import RunError
-from devtunnel.tunnels import NgrokTunnel, make_tunnel
+from devtunnel.tunnels import NgrokTunnel, base, make_tunnel
 from tests.fakes import FakeAgent, echo_server, fetch, install_agent, is_running
 
 TOKEN = "2abcSECRETauthtokenXYZ_1234567890"
@@ -180,6 +180,19 @@ async def test_each_agent_failure_has_its_own_message(
     assert not is_running(agent.seen()["pid"])
 
 
+async def test_a_silent_agent_is_ended_after_the_startup_timeout(
+    agent_factory: InstallAgent, tunnel_factory: Callable[..., NgrokTunnel], local_url: str
+) -> None:
+    agent = agent_factory("silent")
+    tunnel = tunnel_factory(ngrok_path=agent.path, startup_timeout=1)
+
+    with pytest.raises(RunError) as caught:
+        await tunnel.start(local_url)
+
+    assert caught.value.fault == f"the agent {agent.path} did not come up within 1 s"
+    assert not is_running(agent.seen()["pid"])
+
+
 async def test_endpoint_already_online_names_the_domain_flag(
     agent_factory: InstallAgent, tunnel_factory: Callable[..., NgrokTunnel], local_url: str
 ) -> None:
@@ -243,6 +256,22 @@ async def test_stop_ends_the_agent_and_can_be_repeated(
     assert not is_running(pid)
     assert not tunnel.alive()
     assert tunnel.public_url is None
+
+
+async def test_an_agent_that_ignores_sigterm_is_killed(
+    agent_factory: InstallAgent,
+    tunnel_factory: Callable[..., NgrokTunnel],
+    local_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(base, "STOP_TIMEOUT", 0.2)
+    agent = agent_factory("stubborn")
+    tunnel = tunnel_factory(ngrok_path=agent.path)
+    await tunnel.start(local_url)
+
+    await tunnel.stop()
+
+    assert not is_running(agent.seen()["pid"])
 
 
 async def test_the_users_ngrok_config_is_never_created(

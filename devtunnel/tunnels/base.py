@@ -46,8 +46,8 @@ class Tunnel(abc.ABC):
         """False once the agent has died. Cheap: `session` calls it every second."""
 
 
-def end_process(proc: subprocess.Popen[str], timeout: float = STOP_TIMEOUT) -> None:
-    """End `proc` the polite way: SIGTERM, wait up to `timeout` seconds, then SIGKILL.
+def end_process(proc: subprocess.Popen[str]) -> None:
+    """End `proc` the polite way: SIGTERM, wait up to STOP_TIMEOUT seconds, then SIGKILL.
 
     Blocking; run it in a thread from async code.
     """
@@ -55,9 +55,9 @@ def end_process(proc: subprocess.Popen[str], timeout: float = STOP_TIMEOUT) -> N
         return
     proc.terminate()
     try:
-        proc.wait(timeout)
+        proc.wait(STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
-        logger.warning("agent %d ignored SIGTERM for %.0f s; killing it", proc.pid, timeout)
+        logger.warning("agent %d ignored SIGTERM for %g s; killing it", proc.pid, STOP_TIMEOUT)
         proc.kill()
         proc.wait()
 
@@ -71,6 +71,6 @@ async def end_async_process(proc: asyncio.subprocess.Process) -> None:
     try:
         await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
     except TimeoutError:
-        logger.warning("agent %d ignored SIGTERM for %.0f s; killing it", proc.pid, STOP_TIMEOUT)
+        logger.warning("agent %d ignored SIGTERM for %g s; killing it", proc.pid, STOP_TIMEOUT)
         proc.kill()
         await proc.wait()

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pyngrok import aio, installer, ngrok
+from pyngrok import aio, installer, ngrok, process
 from pyngrok.conf import PyngrokConfig
 from pyngrok.exception import PyngrokError, PyngrokNgrokError, PyngrokNgrokHTTPError
 from pyngrok.process import NgrokProcess
@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 # pyngrok checks its start-up timeout only between two lines of the agent's log.
 STARTUP_TIMEOUT = 15
+# After that, the agent is ended, which wakes pyngrok from a read on a silent agent.
+STARTUP_GRACE = 0.5
 REQUEST_TIMEOUT = 4.0
 MONITOR_JOIN_TIMEOUT = 1.0
 MINIMAL_CONFIG = 'version: "3"\n'
@@ -81,7 +83,7 @@ class NgrokTunnel(Tunnel):
             options["url"] = f"https://{self._domain}"
         began = time.monotonic()
         try:
-            self._process = await aio.get_ngrok_process(config)
+            self._process = await self._start_agent(config)
             self._endpoint = await aio.connect(
                 local_url, name=ENDPOINT_NAME, pyngrok_config=config, **options
             )
@@ -111,6 +113,16 @@ class NgrokTunnel(Tunnel):
         if self._own_config_dir is not None:
             shutil.rmtree(self._own_config_dir, ignore_errors=True)
             self._own_config_dir = None
+
+    async def _start_agent(self, config: PyngrokConfig) -> NgrokProcess:
+        starting = asyncio.ensure_future(aio.get_ngrok_process(config))
+        done, _ = await asyncio.wait({starting}, timeout=self._startup_timeout + STARTUP_GRACE)
+        if not done:
+            hung = process._current_processes.get(config.ngrok_path)
+            if hung is not None:
+                logger.debug("agent %d is silent; ending it", hung.proc.pid)
+                hung.proc.kill()
+        return await starting
 
     def alive(self) -> bool:
         """pyngrok never reports the agent's death (its next call starts a new one): poll it."""

@@ -7,7 +7,7 @@ that cannot resolve here; it forwards to the --url upstream. Standard library on
 
 Environment: FAKE_AGENT_TLS, FAKE_AGENT_RECORD as for fake_ngrok; FAKE_AGENT_MODE is
 exit (fails at start), crash_after=N (dies N seconds after registering) or
-never_register (prints the banner, never connects).
+never_register (prints the banner, never connects) or stubborn (ignores SIGTERM).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main() -> int:
     record = os.environ.get("FAKE_AGENT_RECORD")
     if record:
         Path(record).write_text(json.dumps({"argv": sys.argv, "pid": os.getpid()}))
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "stubborn" else _stop)
     signal.signal(signal.SIGINT, _stop)
 
     log("INF", DISCLAIMER)

@@ -11,7 +11,8 @@ Environment:
   FAKE_AGENT_MODE    a failure on demand: 4018, 108 (the session is refused), 334 (the
                      endpoint is already online), exit (exits at start), crash_after=N
                      (dies N seconds after start), interstitial (browsers get the
-                     ERR_NGROK_6024 page)
+                     ERR_NGROK_6024 page), silent (stops talking during start-up),
+                     stubborn (ignores SIGTERM)
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ def main() -> int:
     """Run the fake agent until SIGTERM (or the failure it was asked for)."""
     mode = os.environ.get("FAKE_AGENT_MODE", "")
     record = Record(os.environ.get("FAKE_AGENT_RECORD"))
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "stubborn" else _stop)
     signal.signal(signal.SIGINT, _stop)
     if mode == "exit":
         print("ERROR:  unknown shorthand flag: 'x' in -x", file=sys.stderr, flush=True)
@@ -210,6 +211,9 @@ def main() -> int:
 
     config = sys.argv[sys.argv.index("--config") + 1] if "--config" in sys.argv else ""
     log("info", "open config file", path=config, err="nil")
+    if mode == "silent":
+        while True:
+            signal.pause()
     agent = Agent(mode, os.environ.get("FAKE_AGENT_TLS", ""), record)
     api = ThreadingHTTPServer(("127.0.0.1", 0), api_handler(agent))
     threading.Thread(target=api.serve_forever, daemon=True).start()
