@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,10 @@ ALG_VAR = "SIGNING_ALGORITHM"
 PRIVATE_KEY_VAR = "PARTNER_PRIVATE_KEY"
 PUBLIC_KEY_VAR = "PARTNER_PUBLIC_KEY"
 KNOWN_VARS = (*PARTNER_ID_VARS, ALG_VAR, PRIVATE_KEY_VAR, PUBLIC_KEY_VAR)
+
+_RAW_BINDING_RE = re.compile(
+    r"\s*(?:export\s+)?(" + "|".join(KNOWN_VARS) + r")\s*=\s*(.*?)\s*$", re.DOTALL
+)
 
 # Next.js reads `.env` then `.env.local`; the later file wins.
 DEFAULT_ENV_FILES = (Path(".env"), Path(".env.local"))
@@ -86,7 +91,12 @@ def read_env_file(path: Path, source: str | None = None) -> dict[str, str]:
     values: dict[str, str] = {}
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
-            logger.debug("%s line %d: not a KEY=value line, skipped", path, binding.original.line)
+            logger.debug("%s line %d: not a KEY=value line", path, binding.original.line)
+            # A half-written or mis-quoted key line: keep its raw value, so that the key
+            # parser says what is wrong with it rather than the key seeming "not set".
+            raw = _RAW_BINDING_RE.match(binding.original.string)
+            if raw is not None:
+                values[raw.group(1)] = raw.group(2)
         elif binding.key is not None and binding.value is not None:
             values[binding.key] = binding.value
     return values

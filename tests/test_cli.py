@@ -178,6 +178,12 @@ BAD_INPUTS = [
         f"{ENV_PRIVATE}: is truncated: no END line after BEGIN PRIVATE KEY",
     ),
     Bad(
+        "half-written-env-line",
+        JWKS,
+        lambda c: c.env_local('PARTNER_PRIVATE_KEY="-----BEGIN PRIVATE KEY-----\\nMIGHAgEAMBM'),
+        "PARTNER_PRIVATE_KEY in .env.local: is truncated: no END line after BEGIN PRIVATE KEY",
+    ),
+    Bad(
         "mismatched-begin-end",
         JWKS,
         private_env(lambda c: private_pem(c.ec).replace("END PRIVATE", "END RSA PRIVATE")),
@@ -658,3 +664,30 @@ def test_keygen_out_writes_pem_files(isolated: Path, capsys: pytest.CaptureFixtu
     )
     assert code == 0
     assert json.loads(out)["keys"][0]["alg"] == "RS256"
+
+
+def test_a_tripped_private_member_guard_exits_1_and_writes_nothing(
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    ec_private: ec.EllipticCurvePrivateKey,
+) -> None:
+    import devtunnel.jwks
+
+    write_env(isolated / ".env.local", ec_private, "p1")
+    leaky = devtunnel.jwks.jwks_document
+
+    def with_private_member(pairs: object) -> dict[str, list[dict[str, str]]]:
+        document = leaky(pairs)  # type: ignore[arg-type]
+        document["keys"][0]["d"] = "secret"
+        return document
+
+    monkeypatch.setattr(devtunnel.jwks, "jwks_document", with_private_member)
+    code, out, err = run(capsys, "jwks", "--out", "jwks.json")
+
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        "devtunnel: error: JWKS: would publish private key members (p1:d)",
+        "  hint: this is a devtunnel bug: please report it",
+    ]
+    assert not (isolated / "jwks.json").exists()

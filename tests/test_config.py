@@ -172,8 +172,19 @@ def test_an_unreadable_env_file_is_named(isolated: Path) -> None:
 
 
 def test_unparsable_env_lines_are_skipped(isolated: Path) -> None:
-    (isolated / ".env").write_text("this is not a binding\nPARTNER_ID=p\n'broken\n")
+    (isolated / ".env").write_text("this is not a binding\nPARTNER_ID=p\nOTHER='broken\n")
     assert read_env_file(isolated / ".env") == {"PARTNER_ID": "p"}
+
+
+def test_a_half_written_key_line_keeps_its_raw_value(isolated: Path) -> None:
+    (isolated / ".env").write_text(
+        'A=1\nexport PARTNER_PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----\\nMIGH  \nB=2\n'
+    )
+    assert read_env_file(isolated / ".env") == {
+        "A": "1",
+        "PARTNER_PRIVATE_KEY": '"-----BEGIN PRIVATE KEY-----\\nMIGH',
+        "B": "2",
+    }
 
 
 @pytest.mark.parametrize(
@@ -189,3 +200,18 @@ def test_a_bad_key_file_is_named_by_its_flag(isolated: Path, make: object, fault
     with pytest.raises(ConfigError) as raised:
         resolve_settings(KeyOptions(public_key=Path("key.pem")))
     assert (raised.value.source, raised.value.fault) == ("--public-key key.pem", fault)
+
+
+def test_an_unreadable_key_file_is_named_with_the_reason(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (isolated / "key.pem").write_text("x")
+
+    def refuse(self: Path, encoding: str | None = None) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(ConfigError) as raised:
+        resolve_settings(KeyOptions(private_key=Path("key.pem")))
+    assert raised.value.source == "--private-key key.pem"
+    assert raised.value.fault == "cannot be read (Permission denied)"

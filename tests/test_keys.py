@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import stat
 from pathlib import Path
@@ -367,3 +368,22 @@ def test_write_env_keys_names_a_file_it_cannot_read(
     with pytest.raises(ConfigError) as raised:
         write_env_keys(isolated / "dir.env", ec_private)
     assert raised.value.fault == "cannot be read (Is a directory)"
+
+
+def test_a_pem_with_an_empty_body_is_empty() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_private_key(Value("-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----", "t"))
+    assert raised.value.fault == "is empty"
+
+
+def test_an_encrypted_key_body_without_pem_lines_is_named_encrypted(
+    ec_private: ec.EllipticCurvePrivateKey,
+) -> None:
+    der = ec_private.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    with pytest.raises(ConfigError) as raised:
+        parse_private_key(Value(base64.b64encode(der).decode(), "t"))
+    assert raised.value.fault == "is an encrypted private key"
