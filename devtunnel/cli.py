@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -343,12 +343,67 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-
 def _cmd_up(args: argparse.Namespace) -> int:
-    raise NotImplementedError  # filled by the up issue
+    import asyncio
+
+    from devtunnel.console import make_console
+    from devtunnel.errors import ConfigError
+    from devtunnel.keys import load_keypair
+    from devtunnel.session import Session, UpOptions
+
+    if args.interval <= 0:
+        raise ConfigError(
+            "--interval",
+            f"is {args.interval:g}; it must be above 0 seconds",
+            f"use the default --interval {DEFAULT_INTERVAL:g}",
+        )
+    settings = key_settings(args)
+    pair = load_keypair(settings, ephemeral_ok=True)
+    options = UpOptions(
+        host=args.host,
+        port=args.port if args.port is not None else 0,
+        paths=tuple(args.paths or DEFAULT_PATHS),
+        tunnel=args.tunnel,
+        domain=args.domain,
+        ngrok_path=args.ngrok_path,
+        cloudflared_path=args.cloudflared_path,
+        interval=args.interval,
+        watch=not args.no_watch,
+        poll=args.poll,
+        upstream=args.upstream,
+        once=args.once,
+    )
+    console = make_console(json_mode=args.json)
+    try:
+        session = Session(
+            options,
+            settings=settings,
+            resolve=lambda: key_settings(args),
+            pair=pair,
+            emit=console.emit,
+            note=console.note,
+        )
+        return asyncio.run(_until_signal(session.run(), session.stop))
+    finally:
+        console.close()
 
 
 # Helpers
+
+
+async def _until_signal(run: Coroutine[None, None, int], stop: Callable[[], None]) -> int:
+    """Run `run`, turning SIGINT and SIGTERM into a clean stop."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+    try:
+        return await run
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
 
 
 def key_settings(args: argparse.Namespace) -> Settings:
