@@ -113,6 +113,7 @@ async def test_authtoken_reaches_the_agent_only_through_its_environment(
 ) -> None:
     monkeypatch.setenv("NGROK_AUTHTOKEN", TOKEN)
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="pyngrok")  # the CLI's tests may have quietened it
     agent = agent_factory()
     tunnel = tunnel_factory(ngrok_path=agent.path)
 
