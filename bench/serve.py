@@ -6,10 +6,10 @@ all of them alike. The load comes from wrk when it is installed, else from a
 multi-process Python client with keep-alive connections (slower than wrk, so
 it understates the faster servers).
 
-    .venv/bin/python bench/serve.py [--rounds 3] [--duration 5] [--connections 32]
+    .venv/bin/python bench/serve.py [--rounds 7] [--duration 3] [--connections 32]
 
 Prints requests/s and p99 latency per server (the median over rounds), and the
-ratios devtunnel/bare and devtunnel/http.server.
+ratios devtunnel/bare and devtunnel/http.server (the median of each round's ratio).
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ def contenders(body_dir: Path) -> list[Contender]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--python-client", action="store_true", help="do not use wrk")
     args = parser.parse_args()
@@ -221,8 +221,16 @@ def report(results: dict[str, list[Result]]) -> None:
     print(f"  {'server':13} {'req/s':>9} {'p99 ms':>8}")
     for name in results:
         print(f"  {name:13} {rate[name]:9.0f} {p99[name]:8.2f}")
-    print(f"  devtunnel / bare aiohttp: {rate['devtunnel'] / rate['bare aiohttp']:.2f}x")
-    print(f"  devtunnel / http.server:  {rate['devtunnel'] / rate['http.server']:.2f}x")
+    # A ratio within one round cancels the noise that drifts between rounds (shared VMs).
+    for other in ("bare aiohttp", "http.server"):
+        paired = [
+            ours.requests_per_s / theirs.requests_per_s
+            for ours, theirs in zip(results["devtunnel"], results[other], strict=True)
+        ]
+        print(
+            f"  devtunnel / {other}: {statistics.median(paired):.2f}x "
+            f"(median of per-round ratios; range {min(paired):.2f} to {max(paired):.2f})"
+        )
 
 
 def free_port() -> int:

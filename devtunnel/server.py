@@ -229,19 +229,18 @@ class _JwksRoutes:
             if prepared[0] is not snapshot:
                 prepared = self._prepared = self._prepare(snapshot)
 
-            if_none_match = request.headers.get(hdrs.IF_NONE_MATCH)
+            headers = request.headers
+            if_none_match = headers.get(hdrs.IF_NONE_MATCH)
             if if_none_match is not None and _etag_matches(if_none_match, snapshot.etag):
-                response = web.Response(status=304, headers=prepared[2])
+                status, response = 304, web.Response(status=304, headers=prepared[2])
             else:
-                response = web.Response(body=snapshot.body, headers=prepared[1])
+                status, response = 200, web.Response(body=snapshot.body, headers=prepared[1])
 
-            if fetch_log is not None and SELF_CHECK_HEADER not in request.headers:
-                fetch_log.record(
-                    path,
-                    _client(request),
-                    request.headers.get(hdrs.USER_AGENT, ""),
-                    response.status,
-                )
+            if fetch_log is not None and SELF_CHECK_HEADER not in headers:
+                # The first X-Forwarded-For entry is the client a tunnel saw; else the peer.
+                forwarded = headers.get(hdrs.X_FORWARDED_FOR)
+                client = forwarded.split(",", 1)[0].strip() if forwarded else request.remote or ""
+                fetch_log.record(path, client, headers.get(hdrs.USER_AGENT, ""), status)
             return response
 
         return serve_jwks
@@ -267,14 +266,6 @@ def _etag_matches(if_none_match: str, current: str) -> bool:
         if tag == "*" or tag.removeprefix("W/") == current:
             return True
     return False
-
-
-def _client(request: web.Request) -> str:
-    """The address that asked: the first X-Forwarded-For entry (set by tunnels), else the peer."""
-    forwarded = request.headers.get(hdrs.X_FORWARDED_FOR)
-    if forwarded:
-        return forwarded.split(",", 1)[0].strip()
-    return request.remote or ""
 
 
 _NOT_ALLOWED_HEADERS = CIMultiDict(
