@@ -348,7 +348,7 @@ def test_bad_inputs_each_have_their_own_message() -> None:
 
 
 @pytest.mark.parametrize("bad", BAD_INPUTS, ids=[bad.name for bad in BAD_INPUTS])
-def test_bad_input_exits_2_with_a_source_a_fault_and_a_hint(  # noqa: PLR0917
+def test_bad_input_exits_2_with_a_source_a_fault_and_a_hint(
     bad: Bad,
     isolated: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -388,7 +388,7 @@ DELIVERIES = ["environment", ".env", ".env.local", "key file"]
 
 @pytest.mark.parametrize("delivery", DELIVERIES)
 @pytest.mark.parametrize("key_type", ["ec", "rsa"])
-def test_every_format_and_encoding_gives_the_same_jwks(  # noqa: PLR0917
+def test_every_format_and_encoding_gives_the_same_jwks(
     key_type: str,
     delivery: str,
     isolated: Path,
