@@ -239,3 +239,77 @@ def test_keys_appearing_replace_an_ephemeral_key(isolated: Path) -> None:
     assert result.pair is not None
     assert not result.pair.ephemeral
     assert key_thumbprint(result.pair.public) == key_thumbprint(lasting.public_key())
+
+
+ROTATIONS = 50
+CLIENTS = 32
+
+
+async def test_rotation_under_load_serves_only_whole_valid_documents(isolated: Path) -> None:
+    """32 clients fetch while the keys change 50 times, every third write garbage first."""
+    import json
+
+    import aiohttp
+
+    from devtunnel.jwks import PRIVATE_MEMBERS, thumbprint
+    from tests.upprocess import UpProcess
+
+    env = isolated / ".env.local"
+    first = ec.generate_private_key(ec.SECP256R1())
+    write_env(env, first, "partner-load")
+    valid = {key_thumbprint(first.public_key())}
+    up = UpProcess(["--tunnel", "none", "--interval", "3600"], isolated)
+    served: set[str] = set()
+    faults: list[str] = []
+    fetched = 0
+    done = asyncio.Event()
+
+    async def client(session: aiohttp.ClientSession, url: str) -> None:
+        nonlocal fetched
+        while not done.is_set():
+            async with session.get(url) as response:
+                body = await response.read()
+            fetched += 1
+            if response.status != 200:
+                faults.append(f"status {response.status}")
+                continue
+            [key] = json.loads(body)["keys"]
+            if key["kid"] != "partner-load" or PRIVATE_MEMBERS & key.keys():
+                faults.append(f"bad key {sorted(key)} kid {key['kid']}")
+            served.add(thumbprint(key))
+
+    try:
+        ready = await asyncio.to_thread(up.wait_for, "ready")
+        await asyncio.to_thread(up.wait_for, "check")
+        url = ready["jwks_urls"][0]
+        async with aiohttp.ClientSession() as session:
+            clients = [asyncio.create_task(client(session, url)) for _ in range(CLIENTS)]
+            for n in range(ROTATIONS):
+                key = ec.generate_private_key(ec.SECP256R1())
+                valid.add(key_thumbprint(key.public_key()))
+                if n % 3 == 0:
+                    text = write_env(env, key, "partner-load").read_text()
+                    env.write_text(text[: len(text) * 2 // 3])  # a half-finished save
+                    broken = await asyncio.to_thread(up.wait_for, "reload")
+                    assert broken["ok"] is False, broken
+                    env.write_text(text)
+                else:
+                    tmp = env.with_name(".env.local.swp")
+                    write_env(tmp, key, "partner-load")
+                    os.replace(tmp, env)
+                want = key_thumbprint(key.public_key())
+                reload = await asyncio.to_thread(up.wait_for, "reload", lambda e: e["ok"])
+                assert reload["thumbprint"] == want
+            done.set()
+            await asyncio.gather(*clients)
+    finally:
+        done.set()
+        await asyncio.to_thread(up.stop)
+
+    assert faults == []
+    assert served <= valid
+    assert want in served
+    assert fetched > ROTATIONS * CLIENTS
+    reloads = [e for e in up.events if e["event"] == "reload"]
+    assert sum(e["ok"] for e in reloads) == ROTATIONS
+    assert sum(not e["ok"] for e in reloads) == len(range(0, ROTATIONS, 3))
