@@ -220,6 +220,7 @@ class RunState:
                 self.reload_problems = [] if event.ok else list(event.problems)
                 if event.ok:
                     self.kid, self.thumbprint = event.kid, event.thumbprint
+                    self.alg = event.alg or self.alg
             case Tunnel():
                 self.tunnel_state = "down" if event.state == "down" else "up"
                 if event.public_url and event.public_url != self.public_url:

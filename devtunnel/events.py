@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-
 # devtunnel's own requests carry this header, so the server leaves them out of `fetch` events.
 SELF_CHECK_HEADER = "X-Devtunnel-Check"
 # A server-side fetcher's user agent: ngrok's free plan shows browsers an HTML warning page.
@@ -86,6 +85,7 @@ class Reload(Event):
     ok: bool
     thumbprint: str | None
     kid: str | None
+    alg: str | None = None
     problems: list[Problem] = field(default_factory=list)
     source: str = ""
 

@@ -250,6 +250,7 @@ class Session:
                         ok=False,
                         thumbprint=self._store.current.thumbprint,
                         kid=self._store.current.kid,
+                        alg=self._store.current.alg,
                         problems=result.problems,
                         source=change.source,
                     )
@@ -261,7 +262,11 @@ class Session:
             snapshot = self._store.current
             self._emit(
                 Reload(
-                    ok=True, thumbprint=snapshot.thumbprint, kid=snapshot.kid, source=change.source
+                    ok=True,
+                    thumbprint=snapshot.thumbprint,
+                    kid=snapshot.kid,
+                    alg=snapshot.alg,
+                    source=change.source,
                 )
             )
             self._pending_rotation = (change, snapshot.thumbprint)
