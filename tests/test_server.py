@@ -405,6 +405,15 @@ async def test_port_in_use_is_a_config_error_naming_the_port(ec_pair: KeyPair) -
     assert "in use" in str(caught.value)
 
 
+async def test_host_that_cannot_be_bound_is_a_config_error_naming_it(ec_pair: KeyPair) -> None:
+    server = JwksServer(create_app(JwksStore(ec_pair)))
+    with pytest.raises(ConfigError) as caught:
+        await server.start("192.0.2.1", 0)  # TEST-NET-1: no interface of this machine has it
+
+    assert caught.value.source == "--host 192.0.2.1 --port 0"
+    assert "cannot be listened on" in caught.value.fault
+
+
 async def test_wildcard_host_gives_a_loopback_local_url(
     ec_pair: KeyPair, http: aiohttp.ClientSession
 ) -> None:
