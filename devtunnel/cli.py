@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from devtunnel import __version__
+from devtunnel.config import DEFAULT_PATHS
 
 if TYPE_CHECKING:
     from devtunnel.config import Settings
@@ -26,7 +27,6 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PATHS = ("/api/.well-known/jwks", "/jwks.json")
 DEFAULT_INTERVAL = 60.0  # ngrok's free plan allows 20,000 requests a month
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_KEYGEN_ENV_FILE = Path(".env.local")

@@ -31,6 +31,10 @@ _RAW_BINDING_RE = re.compile(
     r"\s*(?:export\s+)?(" + "|".join(KNOWN_VARS) + r")\s*=\s*(.*?)\s*$", re.DOTALL
 )
 
+# AIR's Next.js examples serve the JWKS at the first path, its plug-and-play template at the
+# second; AIR fetches exactly the registered URL, so devtunnel serves both.
+DEFAULT_PATHS = ("/api/.well-known/jwks", "/jwks.json")
+
 # Next.js reads `.env` then `.env.local`; the later file wins.
 DEFAULT_ENV_FILES = (Path(".env"), Path(".env.local"))
 

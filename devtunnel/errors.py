@@ -19,8 +19,8 @@ class DevtunnelError(Exception):
 
 
 class ConfigError(DevtunnelError):
-    """Bad settings or keys: the CLI exits 2."""
+    """Bad settings, keys or flags (a port in use among them): the CLI exits 2."""
 
 
 class RunError(DevtunnelError):
-    """The run itself failed (a tunnel would not open, a port is taken): the CLI exits 1."""
+    """The run itself failed (the tunnel would not open, the agent is missing): the CLI exits 1."""

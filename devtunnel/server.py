@@ -21,7 +21,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, DummyCookieJar, h
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from devtunnel.cli import DEFAULT_PATHS
+from devtunnel.config import DEFAULT_PATHS
 from devtunnel.errors import ConfigError
 from devtunnel.events import SELF_CHECK_HEADER, Fetch
 from devtunnel.jwks import JWKS_MEDIA_TYPE, etag, key_thumbprint, render_keys
