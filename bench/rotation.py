@@ -47,6 +47,17 @@ from tests.fakes import install_agent  # noqa: E402
 POLL_S = 0.002
 TIMEOUT_S = 10.0
 SETTLE_S = 0.05  # quiet between rotations, so that bursts do not merge
+GOLDEN = (5**0.5 - 1) / 2
+
+
+def pause(i: int) -> float:
+    """Seconds to wait before write i + 1: SETTLE_S plus a share of one watcher step.
+
+    watchfiles looks for changes every STEP_MS, so a write's latency depends on where
+    it falls within a step; spreading the shares evenly (the golden-ratio sequence)
+    samples every phase alike instead of always hitting the same one.
+    """
+    return SETTLE_S + (i * GOLDEN % 1) * STEP_MS / 1000
 
 
 def env_text(private: ec.EllipticCurvePrivateKey, partner_id: str) -> str:
@@ -129,7 +140,7 @@ async def watch_baseline(rounds: int) -> list[float]:
             start = time.perf_counter()
             atomic_write(target, f"A={i + 1}\n")
             times.append((await asyncio.wait_for(seen.get(), TIMEOUT_S) - start) * 1000)
-            await asyncio.sleep(SETTLE_S)
+            await asyncio.sleep(pause(i))
         stop.set()
         await task
         return times
@@ -183,7 +194,7 @@ def rotate(cwd: Path, url: str, rounds: int, context: ssl.SSLContext | None) -> 
     time.sleep(0.5)  # the watcher starts a moment after `ready`
     times: list[float] = []
     try:
-        for private in keys:
+        for i, private in enumerate(keys):
             want = key_thumbprint(private.public_key())
             start = time.perf_counter()
             atomic_write(env_file, env_text(private, "bench-partner"))
@@ -192,7 +203,7 @@ def rotate(cwd: Path, url: str, rounds: int, context: ssl.SSLContext | None) -> 
                     raise RuntimeError(f"the new key did not show within {TIMEOUT_S:g} s")
                 time.sleep(POLL_S)
             times.append((time.perf_counter() - start) * 1000)
-            time.sleep(SETTLE_S)
+            time.sleep(pause(i))
     finally:
         poller.close()
     return times

@@ -4,6 +4,8 @@
 with its own HOME, either with `--tunnel none` or through the fake ngrok agent of
 tests/fakes (the real pyngrok code path; the agent is a Python script, HTTPS from a
 test CA). Both `python -m devtunnel` and the `devtunnel` console script are timed.
+Bytecode caches are on (in a scratch PYTHONPYCACHEPREFIX, filled by an untimed first
+round), as for an installed devtunnel, even where PYTHONDONTWRITEBYTECODE is set.
 
 Baselines, measured in the same run and interleaved round by round with the rest:
 `python -c pass` (a bare interpreter) and `python -c "import aiohttp"` (the floor of
@@ -76,16 +78,19 @@ class Scratch:
         self._homes = 0
 
     def env(self) -> dict[str, str]:
-        """The environment of one run: a HOME of its own, the test CA, a dummy authtoken."""
+        """One run's environment: its own HOME, bytecode caches, the test CA, a dummy authtoken."""
         self._homes += 1
         home = self.root / f"home-{self._homes}"
         home.mkdir()
-        return {
+        env = {
             **os.environ,
             "HOME": str(home),
+            "PYTHONPYCACHEPREFIX": str(self.root / "pycache"),
             "SSL_CERT_FILE": str(self.ca_file),
             "NGROK_AUTHTOKEN": "bench-not-a-real-token",
         }
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
 
 
 def time_exit(command: list[str], scratch: Scratch) -> float:
