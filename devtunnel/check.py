@@ -21,7 +21,7 @@ import socket
 import ssl
 import time
 import warnings
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +30,10 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from devtunnel import problems
 from devtunnel.errors import ConfigError
 from devtunnel.events import SELF_CHECK_HEADER, USER_AGENT, Check, Problem
-from devtunnel.jwks import PRIVATE_MEMBERS, key_thumbprint, thumbprint
+from devtunnel.jwks import key_thumbprint, private_members, thumbprint
 from devtunnel.keys import KeyPair
 from devtunnel.tokens import TokenError, sign_partner_jwt, verify_jwt
 
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
 MAX_BODY = 1024 * 1024  # a JWKS is a few kB; read no further than this
-LONG_CACHE = 600  # seconds: jose and jwks-rsa keep a JWKS up to 10 minutes anyway
 _CHUNK = 64 * 1024
 
 VERIFIER_HEADERS = {"User-Agent": USER_AGENT, SELF_CHECK_HEADER: "1", "Accept": "application/json"}
@@ -64,10 +64,7 @@ _INTERSTITIALS = (
 _NGROK_ERROR = re.compile(r"ERR_NGROK_\d+")
 _MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
 
-PRIVATE_KEY_EXPOSED = "private_key_exposed"
 _CA_HINT = "give a PEM file of CA certificates"
-_COLOURS = ("\033[32m", "\033[31m", "\033[33m", "\033[0m")  # green, red, yellow, reset
-_AIR_401 = "AIR answers every credential call with 401 until this is fixed"
 
 
 @dataclass(frozen=True)
@@ -149,7 +146,7 @@ class _Findings:
     def problems(self) -> list[Problem]:
         found = [stage.problem for stage in self.stages if stage.problem is not None]
         # A leaked private key outranks everything else: whoever reads one line must see it.
-        return sorted(found, key=lambda problem: problem.code != PRIVATE_KEY_EXPOSED)
+        return sorted(found, key=lambda problem: problem.code != problems.PRIVATE_KEY_EXPOSED)
 
 
 async def check_jwks(
@@ -179,7 +176,7 @@ async def check_jwks(
 
     findings = _Findings()
     if target.scheme == "http":
-        findings.warnings.append(_not_https(url))
+        findings.warnings.append(problems.not_https(url))
 
     async with _session(session) as http:
         fetcher = _Fetcher(http, timeout, context)
@@ -194,7 +191,7 @@ async def check_jwks(
 
         findings.passed("reachable", f"answered in {fetched.latency_ms:.0f} ms")
         document = _judge(findings, fetched, url, pair, kid)
-        cache = _long_cache(fetched.headers.get("Cache-Control"))
+        cache = _cache_warning(fetched.headers.get("Cache-Control"))
         if cache is not None:
             findings.warnings.append(cache)
 
@@ -223,34 +220,6 @@ def tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
         except (ssl.SSLError, OSError, ValueError):
             raise ConfigError(source, "holds no usable PEM certificate", _CA_HINT) from None
     return context
-
-
-def format_report(result: CheckResult, *, colour: bool = False) -> str:
-    """The check for people: one line per stage run, the warnings, then the verdict."""
-    green, red, yellow, reset = _COLOURS if colour else ("", "", "", "")
-    width = max(len(stage.name) for stage in result.stages)
-    lines = [f"checking {result.url}"]
-    for stage in result.stages:
-        if stage.problem is None:
-            lines.append(f"{green}✓{reset} {stage.name:<{width}}  {stage.note}")
-        else:
-            problem = stage.problem
-            lines.append(f"{red}✗{reset} {stage.name:<{width}}  {problem.code}: {problem.detail}")
-            lines.append(f"  {'':<{width}}  fix: {problem.hint}")
-    for warning in result.warnings:
-        lines.append(f"{yellow}!{reset} warning  {warning.code}: {warning.detail}")
-        lines.append(f"  {'':<{width}}  fix: {warning.hint}")
-
-    if result.ok:
-        verdict = f"{green}OK{reset}: a remote verifier can use this JWKS"
-        if result.kid is None:
-            verdict += " (structure only: give a Partner ID or keys to check kid and signature)"
-    else:
-        codes = ", ".join(problem.code for problem in result.problems)
-        count = len(result.problems)
-        verdict = f"{red}FAILED{reset}: {count} problem{'s' * (count != 1)} ({codes})"
-    lines.append(verdict)
-    return "\n".join(lines)
 
 
 # Fetching
@@ -285,11 +254,11 @@ class _Fetcher:
             ) as response:
                 body, too_big = await _read_limited(response)
         except TimeoutError:
-            return _timeout(self.seconds)
+            return problems.timeout(self.seconds)
         except aiohttp.ClientSSLError as exc:
-            return _tls_error(exc)
+            return problems.tls_error(exc)
         except (aiohttp.ClientError, OSError) as exc:
-            return _unreachable(url, exc)
+            return problems.unreachable(url, exc)
 
         latency = (time.perf_counter() - started) * 1000
         logger.debug("GET %s: %d, %d bytes, %.0f ms", url, response.status, len(body), latency)
@@ -323,41 +292,8 @@ async def _browser_probe(fetcher: _Fetcher, url: str) -> Problem | None:
         return None
     if not fetched.looks_html():
         return None
-    what = _interstitial(fetched.text()) or "an HTML page"
-    return Problem(
-        "browser_interstitial",
-        f"a browser user agent gets {what} (status {fetched.status}) instead of the JSON",
-        "nothing to do for AIR, whose servers get the JSON; a browser-based fetcher needs "
-        "the ngrok-skip-browser-warning request header, a paid ngrok domain or cloudflared",
-    )
-
-
-def _timeout(seconds: float) -> Problem:
-    return Problem(
-        "timeout",
-        f"no complete answer within {seconds:g} s",
-        "make the JWKS answer within a second or two: verifiers give up after a few "
-        "seconds (jose: 5 s); is the local server stuck, or the tunnel down?",
-    )
-
-
-def _tls_error(exc: Exception) -> Problem:
-    return Problem(
-        "tls_error",
-        f"TLS failed: {_first_line(exc)}",
-        "serve HTTPS with a certificate from a public CA (ngrok and cloudflared do): AIR "
-        "trusts no other; to check through a corporate or test CA, pass --ca-file or set "
-        "SSL_CERT_FILE",
-    )
-
-
-def _unreachable(url: str, exc: Exception) -> Problem:
-    return Problem(
-        "unreachable",
-        f"cannot fetch {url}: {_first_line(exc)}",
-        "start what serves this URL (`devtunnel up` keeps the server and the tunnel "
-        f"running) and check the host, port and scheme; {_AIR_401}",
-    )
+    page = _interstitial(fetched.text()) or "an HTML page"
+    return problems.browser_interstitial(page, fetched.status)
 
 
 # Judging the response
@@ -387,7 +323,7 @@ def _judge(
     assert isinstance(parsed, dict)
     keys = [key for key in parsed["keys"] if isinstance(key, dict)]
     count = f"{len(keys)} key{'s' * (len(keys) != 1)}"
-    findings.passed("body", f"a JWKS with {count}, kids {_kids(keys)}")
+    findings.passed("body", f"a JWKS with {count}, kids {problems.kid_list(keys)}")
     if leak is not None:
         findings.failed("safety", leak)
     else:
@@ -407,10 +343,10 @@ def _judge_keys(
 ) -> None:
     matching = [key for key in keys if key.get("kid") == kid]
     if not matching:
-        findings.failed("kid", _kid_not_found(kid, keys))
+        findings.failed("kid", problems.kid_not_found(kid, keys))
         return
     if len(matching) > 1:
-        findings.failed("kid", _duplicate_kid(kid, matching))
+        findings.failed("kid", problems.duplicate_kid(kid, matching))
     else:
         findings.passed("kid", f"{kid!r} served once")
     if pair is None:
@@ -422,12 +358,12 @@ def _judge_keys(
         findings.passed("key", f"thumbprint {local} is the local public key")
         used = matching[served.index(local)]
     else:
-        findings.failed("key", _key_mismatch(kid, served, local))
+        findings.failed("key", problems.key_mismatch(kid, served, local))
         used = matching[0]
 
     alg = used.get("alg")
     if alg is not None and alg != pair.alg:
-        findings.failed("alg", _alg_mismatch(kid, alg, pair.alg))
+        findings.failed("alg", problems.alg_mismatch(kid, alg, pair.alg))
     else:
         findings.passed("alg", f"{pair.alg}" + ("" if alg else " (the served key names no alg)"))
 
@@ -440,7 +376,8 @@ def _judge_keys(
         with warnings.catch_warnings(action="ignore"):
             verify_jwt(token, {**document, "keys": matching})
     except TokenError as exc:
-        findings.failed("signature", _invalid_signature(pair, exc.fault, used, local in served))
+        failure = problems.invalid_signature(pair, exc.fault, used, local in served)
+        findings.failed("signature", failure)
     else:
         findings.passed("signature", f"a fresh {pair.alg} Partner JWT verifies")
 
@@ -460,149 +397,32 @@ def _status_problem(response: _Response, url: str) -> Problem | None:
         return None
     if 300 <= status < 400 and "Location" in response.headers:
         location = str(URL(url).join(URL(response.headers["Location"])))
-        return Problem(
-            "redirect",
-            f"status {status} redirects to {location}",
-            f"register the final URL ({location}) itself: AIR does not follow redirects",
-        )
+        return problems.redirect(status, location)
     ngrok = _NGROK_ERROR.search(response.text()) if response.looks_html() else None
-    detail = f"status {status} {response.reason}".rstrip()
-    if ngrok is not None:
-        detail += f" ({ngrok.group()} from the tunnel)"
-    if status == 404:
-        hint = "check the path: devtunnel serves /api/.well-known/jwks and /jwks.json"
-    elif status in (502, 503, 504):
-        hint = "start the local server behind the tunnel (`devtunnel up` runs both)"
-    else:
-        hint = "serve the JWKS at exactly this URL with status 200: AIR accepts nothing else"
-    return Problem("http_status", detail, hint)
+    return problems.http_status(status, response.reason, ngrok.group() if ngrok else None)
 
 
 def _body_problem(response: _Response, parsed: object) -> Problem | None:
     if response.too_big:
-        return Problem(
-            "not_json",
-            f"the body is larger than {MAX_BODY // 1024} KiB (stopped reading there)",
-            "serve the JWKS document itself: it is a few kB",
-        )
+        return problems.body_too_big(MAX_BODY)
     text = response.text()
-    if response.looks_html():
-        interstitial = _interstitial(text)
-        if interstitial is not None:
-            return Problem(
-                "interstitial",
-                f"the tunnel served {interstitial} instead of the JWKS",
-                "fetch without a browser user agent, or send the ngrok-skip-browser-warning "
-                "header; AIR's servers do, so check that this URL is the one registered",
-            )
+    page = _interstitial(text) if response.looks_html() else None
+    if page is not None:
+        return problems.interstitial(page)
     if parsed is None:
-        what = "an HTML page" if response.looks_html() else f"{_excerpt(text)!r}"
-        return Problem(
-            "not_json",
-            f"the body is not JSON ({response.content_type or 'no Content-Type'}): {what}",
-            'serve the JWKS document ({"keys": [...]}) at this URL, e.g. `devtunnel jwks`',
-        )
+        return problems.not_json(response.content_type, text, response.looks_html())
     keys = parsed.get("keys") if isinstance(parsed, dict) else None
     if not isinstance(keys, list) or not any(isinstance(key, dict) for key in keys):
-        found = "an empty keys list" if keys == [] else "no keys list of JWK objects"
-        return Problem(
-            "no_keys",
-            f"the JSON has {found}",
-            'serve {"keys": [your public JWK]}: `devtunnel jwks` prints it',
-        )
+        return problems.no_keys(keys)
     return None
 
 
 def _leak(document: dict[str, Any] | list[Any]) -> Problem | None:
-    leaked = _private_members(document)
-    if not leaked:
-        return None
-    return Problem(
-        PRIVATE_KEY_EXPOSED,
-        f"the JWKS publishes private key members ({', '.join(leaked)}): anyone can sign as you",
-        "stop serving it now, make a new key pair (`devtunnel keygen --force`), and serve "
-        "only public members (kty, n, e or crv, x, y, kid, use, alg)",
-    )
-
-
-def _private_members(document: dict[str, Any] | list[Any]) -> list[str]:
-    """Private members of every JWK in the document: `keys[]` entries and any object with kty."""
-    keys = document.get("keys") if isinstance(document, dict) else None
-    in_keys = {id(key) for key in keys} if isinstance(keys, list) else set()
-    found: list[str] = []
-    pending: list[object] = [document]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, dict):
-            if "kty" in node or id(node) in in_keys:
-                label = node.get("kid", "a key")
-                found.extend(f"{label}:{name}" for name in sorted(PRIVATE_MEMBERS & node.keys()))
-            pending.extend(node.values())
-        elif isinstance(node, list):
-            pending.extend(node)
-    return found
-
-
-def _kid_not_found(kid: str, keys: Sequence[Mapping[str, Any]]) -> Problem:
-    return Problem(
-        "kid_not_found",
-        f"no key has kid {kid!r}; the kids served are {_kids(keys)}",
-        f"serve the key with kid {kid!r} (your Partner ID), or set NEXT_PUBLIC_PARTNER_ID to "
-        f"the kid served; {_AIR_401}",
-    )
-
-
-def _duplicate_kid(kid: str, matching: Sequence[Mapping[str, Any]]) -> Problem:
-    prints = ", ".join(thumbprint(key) for key in matching)
-    return Problem(
-        "duplicate_kid",
-        f"{len(matching)} keys have kid {kid!r} (thumbprints {prints})",
-        "serve one key per kid: some verifiers refuse the set, others use only the first key",
-    )
-
-
-def _key_mismatch(kid: str, served: Sequence[str], local: str) -> Problem:
-    return Problem(
-        "key_mismatch",
-        f"kid {kid!r} is served with thumbprint {', '.join(served)}; the local key is {local}",
-        "serve the public key of the key pair that signs (restart `devtunnel up` with these "
-        "keys, or update the hosted JWKS); verifiers may cache the old key up to 10 minutes",
-    )
-
-
-def _alg_mismatch(kid: str, served: object, local: str) -> Problem:
-    return Problem(
-        "alg_mismatch",
-        f"kid {kid!r} is served with alg {served!r}; the local key signs {local}",
-        f"set the served key's alg to {local} (or SIGNING_ALGORITHM to match the key)",
-    )
-
-
-def _invalid_signature(
-    pair: KeyPair, fault: str, used: Mapping[str, Any], same_key: bool
-) -> Problem:
-    if used.get("use", "sig") != "sig":
-        hint = f'set the served key\'s use to "sig" (it is {used.get("use")!r})'
-    elif not same_key:
-        hint = "sign with the private key whose public key is served under this kid"
-    else:
-        hint = "serve the key exactly as `devtunnel jwks` prints it"
-    return Problem(
-        "invalid_signature",
-        f"a fresh {pair.alg} Partner JWT with kid {pair.kid!r} fails: {fault}",
-        f"{hint}; {_AIR_401}",
-    )
+    leaked = private_members(document)
+    return problems.private_key_exposed(leaked) if leaked else None
 
 
 # Warnings
-
-
-def _not_https(url: str) -> Problem:
-    return Problem(
-        "not_https",
-        f"{url} is plain HTTP",
-        "register the HTTPS URL that `devtunnel up` prints: verifiers fetch keys over HTTPS",
-    )
 
 
 async def _address_warning(target: URL, seconds: float) -> Problem | None:
@@ -627,11 +447,7 @@ async def _address_warning(target: URL, seconds: float) -> Problem | None:
         detail = f"{host} is {kind}"
     else:
         detail = f"{host} resolves to {', '.join(map(str, inner))} ({kind})"
-    return Problem(
-        "not_public",
-        f"{detail}: AIR's servers cannot reach it",
-        "register the public URL that `devtunnel up` prints, not the local one",
-    )
+    return problems.not_public(detail)
 
 
 def _address_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
@@ -642,15 +458,11 @@ def _address_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str
     return "not a public address"
 
 
-def _long_cache(cache_control: str | None) -> Problem | None:
+def _cache_warning(cache_control: str | None) -> Problem | None:
     ages = [int(match) for match in _MAX_AGE.findall(cache_control or "")]
-    if not ages or max(ages) <= LONG_CACHE:
+    if cache_control is None or not ages or max(ages) <= problems.LONG_CACHE:
         return None
-    return Problem(
-        "long_cache",
-        f"Cache-Control {cache_control!r}: caches may keep a rotated-out key {max(ages)} s",
-        f"serve max-age={LONG_CACHE} or less (devtunnel serve sends no-cache by default)",
-    )
+    return problems.long_cache(cache_control, max(ages))
 
 
 # Small helpers
@@ -665,16 +477,16 @@ def _result(
     kid: str | None,
     document: dict[str, Any] | None = None,
 ) -> CheckResult:
-    problems = findings.problems()
+    found = findings.problems()
     headers: Mapping[str, str] = response.headers if response is not None else {}
     age = headers.get("Age", "")
     return CheckResult(
         url=url,
-        ok=not problems,
+        ok=not found,
         status=response.status if response is not None else None,
         latency_ms=response.latency_ms if response is not None else None,
         thumbprint=_served_thumbprint(document, kid),
-        problems=problems,
+        problems=found,
         warnings=findings.warnings,
         cache_control=headers.get("Cache-Control"),
         etag=headers.get("ETag"),
@@ -709,18 +521,3 @@ def _parse_url(url: str) -> URL:
 
 def _interstitial(text: str) -> str | None:
     return next((name for marker, name in _INTERSTITIALS if marker in text), None)
-
-
-def _kids(keys: Sequence[Mapping[str, Any]]) -> str:
-    kids = [repr(key["kid"]) for key in keys if "kid" in key]
-    return ", ".join(kids) if kids else "none (no key has a kid)"
-
-
-def _excerpt(text: str, limit: int = 60) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit] + "…"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0]

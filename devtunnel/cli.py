@@ -318,9 +318,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     import asyncio
-    import os
 
-    from devtunnel.check import check_jwks, format_report
+    from devtunnel.check import check_jwks
+    from devtunnel.console import print_check_report
     from devtunnel.keys import load_keypair
 
     # Keys are optional here: a Partner ID alone still says which kid must be served.
@@ -338,8 +338,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(result.to_event().to_json())
     else:
-        colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        print(format_report(result, colour=colour))
+        print_check_report(result)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

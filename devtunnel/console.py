@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from rich.console import Console as RichConsole
 from rich.console import RenderableType
@@ -25,6 +25,9 @@ from rich.text import Text
 
 from devtunnel.events import Check, Event, Fetch, Problem, Ready, Reload, Stopped, Tunnel
 from devtunnel.keys import DEFAULT_KID
+
+if TYPE_CHECKING:
+    from devtunnel.check import CheckResult
 
 REGISTER_LINE = "Register it in AIR: Developer Dashboard → Account → General Settings → JWKS URL"
 # Off a terminal nothing should wrap: a URL broken across two lines can be neither copied
@@ -38,6 +41,7 @@ FAILED = "bold red"
 WARNING = "yellow"
 VALUE = "bold"
 LEVEL_STYLES = {"warning": WARNING, "error": FAILED}
+STRUCTURE_ONLY = "structure only: give a Partner ID or keys to check kid and signature"
 
 
 class Console(Protocol):
@@ -70,10 +74,22 @@ def make_console(
     if json_mode:
         return JsonConsole(out, stderr or sys.stderr)
 
+    live = out.isatty() if live is None else live
+    rich = _rich_console(out, live=live, color=color)
+    return LiveConsole(rich) if live else PlainConsole(rich)
+
+
+def print_check_report(result: CheckResult, stdout: TextIO | None = None) -> None:
+    """Print `devtunnel check`'s report, coloured by the same rules as a run's lines."""
+    console = _rich_console(stdout or sys.stdout, live=False)
+    for line in check_report(result):
+        console.print(line, soft_wrap=True)
+
+
+def _rich_console(out: TextIO, *, live: bool, color: bool | None = None) -> RichConsole:
     tty = out.isatty()
-    live = tty if live is None else live
     color = (tty if color is None else color) and not os.environ.get("NO_COLOR")
-    rich = RichConsole(
+    return RichConsole(
         file=out,
         force_terminal=live or color,
         no_color=not color,
@@ -83,7 +99,6 @@ def make_console(
         markup=False,  # details quote "[Errno 111]" and the like: text, not markup
         emoji=False,
     )
-    return LiveConsole(rich) if live else PlainConsole(rich)
 
 
 class JsonConsole:
@@ -402,11 +417,38 @@ def _check_lines(event: Check) -> Iterator[Text]:
     yield from _problem_lines(event.warnings, Text("  warning:"))
 
 
-def _problem_lines(problems: list[Problem], label: Text) -> Iterator[Text]:
+def check_report(result: CheckResult) -> list[Text]:
+    """`devtunnel check` for people: one line per stage run, the warnings, then the verdict."""
+    width = max(len(stage.name) for stage in result.stages)
+    fix = f"  {'':<{width}}  "
+    lines = [Text(f"checking {result.url}")]
+    for stage in result.stages:
+        label = f" {stage.name:<{width}} "
+        if stage.problem is None:
+            lines.append(Text.assemble(("✓", OK), f"{label} {stage.note}"))
+        else:
+            failed = Text.assemble(("✗", FAILED), label)
+            lines += _problem_lines([stage.problem], failed, ": ", fix)
+    warned = Text.assemble(("!", WARNING), " warning ")
+    lines += _problem_lines(result.warnings, warned, ": ", fix)
+
+    if result.ok:
+        verdict = Text.assemble(("OK", OK), ": a remote verifier can use this JWKS")
+        verdict.append(f" ({STRUCTURE_ONLY})" if result.kid is None else "")
+    else:
+        count = f"{len(result.problems)} problem{'s' * (len(result.problems) != 1)}"
+        codes = ", ".join(problem.code for problem in result.problems)
+        verdict = Text.assemble(("FAILED", FAILED), f": {count} ({codes})")
+    return [*lines, verdict]
+
+
+def _problem_lines(
+    problems: list[Problem], label: Text, sep: str = " — ", fix: str = "  "
+) -> Iterator[Text]:
     for problem in problems:
-        yield Text.assemble(label, f" {problem.code} — {problem.detail}")
+        yield Text.assemble(label, f" {problem.code}{sep}{problem.detail}")
         if problem.hint:
-            yield Text(f"  fix: {problem.hint}")
+            yield Text(f"{fix}fix: {problem.hint}")
 
 
 def _warning(text: str) -> Text:

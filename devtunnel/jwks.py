@@ -59,14 +59,28 @@ def jwks_document(pairs: Iterable[KeyPair]) -> dict[str, list[dict[str, str]]]:
     return {"keys": [public_jwk(pair) for pair in pairs]}
 
 
-def private_members(document: Mapping[str, Any]) -> list[str]:
-    """The private members found in a JWKS document, as `kid:member` strings."""
+def private_members(document: object) -> list[str]:
+    """The private members of every JWK in a JSON value, as `label:member`, in document order.
+
+    A JWK is an entry of the top-level `keys` list, or any object with a `kty`
+    wherever it sits (a checked URL may serve any JSON). Its label is its kid, else
+    its place in `keys` (`#1`), else `a key`.
+    """
+    keys = document.get("keys") if isinstance(document, Mapping) else None
+    listed = keys if isinstance(keys, list) else []
+    places = {id(key): f"#{index}" for index, key in enumerate(listed) if isinstance(key, Mapping)}
     found: list[str] = []
-    keys = document.get("keys")
-    for index, key in enumerate(keys if isinstance(keys, list) else []):
-        if isinstance(key, Mapping):
-            label = key.get("kid", f"#{index}")
-            found.extend(f"{label}:{name}" for name in sorted(PRIVATE_MEMBERS & key.keys()))
+    pending: list[object] = [document]
+    while pending:  # a stack, not recursion: a served document may nest deeply
+        node = pending.pop()
+        if isinstance(node, Mapping):
+            place = places.get(id(node))
+            if place is not None or "kty" in node:
+                label = node.get("kid", place or "a key")
+                found.extend(f"{label}:{name}" for name in sorted(PRIVATE_MEMBERS & node.keys()))
+            pending.extend(reversed(list(node.values())))
+        elif isinstance(node, list):
+            pending.extend(reversed(node))
     return found
 
 

@@ -9,7 +9,15 @@ import re
 import pytest
 from rich.console import Console as RichConsole
 
-from devtunnel.console import RunState, age_text, make_console, render_panel
+from devtunnel.check import CheckResult, Stage
+from devtunnel.console import (
+    RunState,
+    age_text,
+    check_report,
+    make_console,
+    print_check_report,
+    render_panel,
+)
 from devtunnel.events import Check, Event, Fetch, Problem, Ready, Reload, Stopped, Tunnel
 from devtunnel.keys import DEFAULT_KID
 
@@ -438,3 +446,81 @@ def test_a_live_console_closed_before_any_event_prints_only_its_closing_line() -
         "starting ngrok",
         "stopped · checks: 0 passed, 0 failed · 0 requests sent through the tunnel",
     ]
+
+
+# The `devtunnel check` report
+
+UNREACHABLE = Problem("unreachable", "refused", "start it")
+LEAK = Problem("private_key_exposed", "the JWKS publishes private key members (k:d)", "rotate")
+
+
+def check_result(
+    *stages: Stage, warnings: tuple[Problem, ...] = (), kid: str | None = "partner-1"
+) -> CheckResult:
+    problems = [stage.problem for stage in stages if stage.problem is not None]
+    return CheckResult(
+        url="http://127.0.0.1:1/jwks.json",
+        ok=not problems,
+        status=None,
+        latency_ms=None,
+        thumbprint=None,
+        problems=problems,
+        warnings=list(warnings),
+        cache_control=None,
+        etag=None,
+        age=None,
+        requests=1,
+        stages=list(stages),
+        kid=kid,
+    )
+
+
+def test_check_report_lines_up_stages_fixes_and_warnings_then_the_verdict() -> None:
+    result = check_result(
+        Stage("reachable", "answered in 3 ms"),
+        Stage("kid", problem=Problem("kid_not_found", "no key has kid 'p'", "serve it")),
+        warnings=(Problem("not_https", "plain HTTP", "use HTTPS"),),
+    )
+
+    assert [line.plain for line in check_report(result)] == [
+        "checking http://127.0.0.1:1/jwks.json",
+        "✓ reachable  answered in 3 ms",
+        "✗ kid        kid_not_found: no key has kid 'p'",
+        "             fix: serve it",
+        "! warning  not_https: plain HTTP",
+        "             fix: use HTTPS",
+        "FAILED: 1 problem (kid_not_found)",
+    ]
+
+
+def test_check_report_verdict_counts_and_names_the_problems() -> None:
+    one = check_result(Stage("safety", problem=LEAK))
+    two = check_result(Stage("reachable", problem=UNREACHABLE), Stage("safety", problem=LEAK))
+
+    assert check_report(one)[-1].plain == "FAILED: 1 problem (private_key_exposed)"
+    assert check_report(two)[-1].plain == "FAILED: 2 problems (unreachable, private_key_exposed)"
+
+
+def test_check_report_without_a_kid_says_it_checked_the_structure_only() -> None:
+    with_kid = check_result(Stage("body", "a JWKS with 1 key"))
+    without = check_result(Stage("body", "a JWKS with 1 key"), kid=None)
+
+    assert check_report(with_kid)[-1].plain == "OK: a remote verifier can use this JWKS"
+    assert "structure only" in check_report(without)[-1].plain
+
+
+def test_check_report_colours_marks_only_on_a_terminal_and_never_with_no_color(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = check_result(Stage("reachable", problem=UNREACHABLE))
+    pipe, terminal, no_color = io.StringIO(), TtyBuffer(), TtyBuffer()
+
+    print_check_report(result, pipe)
+    print_check_report(result, terminal)
+    monkeypatch.setenv("NO_COLOR", "1")
+    print_check_report(result, no_color)
+
+    assert "\033[" not in pipe.getvalue()
+    assert "\033[1;31m✗\033[0m reachable" in terminal.getvalue()
+    assert "\033[1;31mFAILED\033[0m: 1 problem" in terminal.getvalue()
+    assert no_color.getvalue() == pipe.getvalue()
