@@ -91,6 +91,14 @@ def server_cert(test_ca: trustme.CA) -> trustme.LeafCert:
     return test_ca.issue_cert("localhost", "127.0.0.1")
 
 
+@pytest.fixture
+def tls_file(server_cert: trustme.LeafCert, tmp_path: Path) -> Path:
+    """The server certificate's key and chain in one PEM file, as a fake tunnel agent serves TLS."""
+    path = tmp_path / "agent-tls.pem"
+    server_cert.private_key_and_cert_chain_pem.write_to_path(str(path))
+    return path
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as sock:

@@ -12,7 +12,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import trustme
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from devtunnel.jwks import key_thumbprint
@@ -22,13 +21,6 @@ from tests.upprocess import UpProcess
 
 TOKEN = "2upSECRETauthtokenQ_0987654321"
 JWKS_PATHS = ["/api/.well-known/jwks", "/jwks.json"]
-
-
-@pytest.fixture
-def tls_file(server_cert: trustme.LeafCert, tmp_path: Path) -> Path:
-    path = tmp_path / "agent-tls.pem"
-    server_cert.private_key_and_cert_chain_pem.write_to_path(str(path))
-    return path
 
 
 @pytest.fixture

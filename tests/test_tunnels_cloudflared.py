@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
 from devtunnel.errors import RunError
 from devtunnel.tunnels import CloudflaredTunnel, base, make_tunnel
@@ -23,10 +22,7 @@ InstallAgent = Callable[..., FakeAgent]
 
 
 @pytest.fixture
-def agent_factory(server_cert: trustme.LeafCert, tmp_path: Path) -> InstallAgent:
-    tls_file = tmp_path / "agent-tls.pem"
-    server_cert.private_key_and_cert_chain_pem.write_to_path(str(tls_file))
-
+def agent_factory(tmp_path: Path, tls_file: Path) -> InstallAgent:
     def install(mode: str = "", directory: str = "bin") -> FakeAgent:
         return install_agent("cloudflared", tmp_path / directory, tls_file=tls_file, mode=mode)
 

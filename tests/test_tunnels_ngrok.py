@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from pyngrok import installer
 from pyngrok.exception import PyngrokNgrokInstallError
 
@@ -21,13 +20,6 @@ from tests.fakes import FakeAgent, echo_server, fetch, install_agent, is_running
 
 TOKEN = "2abcSECRETauthtokenXYZ_1234567890"
 InstallAgent = Callable[..., FakeAgent]
-
-
-@pytest.fixture
-def tls_file(server_cert: trustme.LeafCert, tmp_path: Path) -> Path:
-    path = tmp_path / "agent-tls.pem"
-    server_cert.private_key_and_cert_chain_pem.write_to_path(str(path))
-    return path
 
 
 @pytest.fixture

@@ -44,31 +44,31 @@ class Watcher:
         await asyncio.wait_for(self._task, WAIT_S)
 
 
-@pytest.fixture(params=[False, True], ids=["events", "poll"])
-async def watcher(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[list[Path]], Watcher]]:
-    """A watcher by file events, and one by polling (--poll, for WSL and Docker mounts)."""
+async def watchers(poll: bool) -> AsyncIterator[Callable[[list[Path]], Watcher]]:
+    """Start watchers of one kind on demand; close every one of them afterwards."""
     made: list[Watcher] = []
 
     def start(paths: list[Path]) -> Watcher:
-        made.append(Watcher(paths, request.param))
+        made.append(Watcher(paths, poll))
         return made[-1]
 
     yield start
     for watcher in made:
         await watcher.close()
+
+
+@pytest.fixture(params=[False, True], ids=["events", "poll"])
+async def watcher(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[list[Path]], Watcher]]:
+    """A watcher by file events, and one by polling (--poll, for WSL and Docker mounts)."""
+    async for start in watchers(request.param):
+        yield start
 
 
 @pytest.fixture
 async def event_watcher() -> AsyncIterator[Callable[[list[Path]], Watcher]]:
-    made: list[Watcher] = []
-
-    def start(paths: list[Path]) -> Watcher:
-        made.append(Watcher(paths, poll=False))
-        return made[-1]
-
-    yield start
-    for watcher in made:
-        await watcher.close()
+    """A watcher by file events only, for what polling cannot see in time."""
+    async for start in watchers(poll=False):
+        yield start
 
 
 async def test_atomic_save_is_seen(
