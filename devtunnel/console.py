@@ -205,6 +205,7 @@ class RunState:
     check_problems: list[Problem] = field(default_factory=list)
     reload_problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    propagation_ms: float | None = None  # the last rotation: change seen → served publicly
     stopped: str | None = None
 
     @property
@@ -225,6 +226,8 @@ class RunState:
                 self.checks_passed += event.ok
                 self.checks_failed += not event.ok
                 self.requests_sent += event.requests
+                if event.propagation_ms is not None:
+                    self.propagation_ms = event.propagation_ms
                 self.check_problems = [] if event.ok else list(event.problems)
                 self.warnings = list(event.warnings)
             case Fetch():
@@ -280,14 +283,17 @@ def render_panel(state: RunState) -> Panel:
     grid.add_row("last fetch", _fetch_cell(state))
     grid.add_row("last reload", _reload_cell(state))
 
-    problems = [(p, FAILED) for p in state.problems] + [(w, WARNING) for w in state.warnings]
-    if not problems:
+    if not state.problems:
         grid.add_row("problems", Text.assemble(("none", OK)))
-    for index, (problem, style) in enumerate(problems):
-        cell = Text.assemble((problem.code, style), f" — {problem.detail}")
-        if problem.hint:
-            cell.append(f"\nfix: {problem.hint}")
-        grid.add_row("problems" if index == 0 else "", cell)
+    for label, items, style in (
+        ("problems", state.problems, FAILED),
+        ("warnings", state.warnings, WARNING),
+    ):
+        for index, problem in enumerate(items):
+            cell = Text.assemble((problem.code, style), f" — {problem.detail}")
+            if problem.hint:
+                cell.append(f"\nfix: {problem.hint}")
+            grid.add_row(label if index == 0 else "", cell)
     return Panel(grid, title="devtunnel", title_align="left", expand=False)
 
 
@@ -319,7 +325,9 @@ def _reload_cell(state: RunState) -> Text:
         return Text("none")
     age = state.age("reload")
     if reload.ok:
-        return Text.assemble(("ok", OK), f" kid={reload.kid}{_from(reload)} · {age}")
+        live = state.propagation_ms
+        shown = f" · live through the tunnel in {live:.0f} ms" if live is not None else ""
+        return Text.assemble(("ok", OK), f" kid={reload.kid}{_from(reload)} · {age}{shown}")
     return Text.assemble(
         ("FAILED", FAILED), f"{_from(reload)} · {age} — still serving the last good keys"
     )
@@ -410,6 +418,8 @@ def _check_lines(event: Check) -> Iterator[Text]:
         yield Text.assemble(
             "check ", ("ok", OK), f" {event.status} {_ms(event.latency_ms)}",
             f" thumbprint {event.thumbprint}" if event.thumbprint else "",
+            f" (new key live {event.propagation_ms:.0f} ms after the change)"
+            if event.propagation_ms is not None else "",
         )  # fmt: skip
     elif not event.problems:
         yield Text.assemble("check ", ("FAILED", FAILED), f" {event.status}")

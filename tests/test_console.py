@@ -524,3 +524,40 @@ def test_check_report_colours_marks_only_on_a_terminal_and_never_with_no_color(
     assert "\033[1;31m✗\033[0m reachable" in terminal.getvalue()
     assert "\033[1;31mFAILED\033[0m: 1 problem" in terminal.getvalue()
     assert no_color.getvalue() == pipe.getvalue()
+
+
+def test_a_rotation_shows_how_soon_the_new_key_was_live() -> None:
+    state = RunState()
+    rotated = Check(
+        ok=True, url=PUBLIC + "/jwks.json", status=200, latency_ms=3.0, thumbprint="tp-2",
+        requests=1, propagation_ms=84.6,
+    )  # fmt: skip
+    for event in [ready(), Reload(ok=True, kid="p", thumbprint="tp-2", source=".env"), rotated]:
+        state.apply(event)
+    recorder = RichConsole(record=True, width=120)
+
+    recorder.print(render_panel(state))
+
+    assert "ok kid=p (from .env) · 0 s ago · live through the tunnel in 85 ms" in (
+        recorder.export_text()
+    )
+    assert plain_lines(rotated) == [
+        "check ok 200 3 ms thumbprint tp-2 (new key live 85 ms after the change)"
+    ]
+
+
+def test_panel_lists_warnings_apart_from_problems() -> None:
+    state = RunState()
+    warned = Check(
+        ok=True, url=URLS[0], status=200, latency_ms=4.0, thumbprint="tp-1",
+        warnings=[Problem("long_cache", "max-age=3600", "serve a max-age of 60 s or less")],
+    )  # fmt: skip
+    for event in [ready(), warned]:
+        state.apply(event)
+    recorder = RichConsole(record=True, width=120)
+
+    recorder.print(render_panel(state))
+
+    text = recorder.export_text()
+    assert "problems      none" in text
+    assert "warnings      long_cache" in text
