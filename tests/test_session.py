@@ -327,3 +327,20 @@ def test_interval_must_be_positive(isolated: Path) -> None:
 def test_environment_is_not_mutated_by_the_fixture() -> None:
     # The tests above hand NGROK_AUTHTOKEN only to their child processes.
     assert "NGROK_AUTHTOKEN" not in os.environ
+
+
+def test_up_through_a_cloudflared_quick_tunnel(
+    isolated: Path, tmp_path: Path, tls_file: Path, agent_env: dict[str, str]
+) -> None:
+    agent = install_agent("cloudflared", tmp_path / "bin", tls_file=tls_file)
+    up = UpProcess(["--tunnel", "cloudflared", "--cloudflared-path", str(agent.path), "--once"],
+                   isolated, agent_env)  # fmt: skip
+
+    assert up.wait() == 0
+    ready, check, stopped = up.events
+    assert ready["tunnel"] == "cloudflared"
+    assert ready["public_url"].startswith("https://localhost:")
+    assert check["ok"] is True, check["problems"]
+    assert check["url"] == ready["jwks_urls"][0]
+    assert stopped["reason"] == "once"
+    assert not is_running(agent.seen()["pid"])
