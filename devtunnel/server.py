@@ -17,15 +17,15 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, DummyCookieJar, hdrs, web
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from devtunnel.config import DEFAULT_PATHS
 from devtunnel.errors import ConfigError
 from devtunnel.events import SELF_CHECK_HEADER, Fetch
 from devtunnel.jwks import JWKS_MEDIA_TYPE, etag, key_thumbprint, render_keys
 from devtunnel.keys import KeyPair
+from devtunnel.proxy import Upstream, upstream_url
 
 logger = logging.getLogger(__name__)
 
@@ -33,28 +33,12 @@ DEFAULT_PORT = 8787
 HEALTH_PATH = "/healthz"
 FETCH_FLUSH_INTERVAL = 1.0  # seconds: at most one fetch event per client, agent and path
 SHUTDOWN_TIMEOUT = 10.0  # seconds that in-flight requests get to finish on stop
-UPSTREAM_CONNECT_TIMEOUT = 10.0
 
 ALLOWED_METHODS = "GET, HEAD, OPTIONS"
 # ngrok's free plan shows browsers an HTML page unless this header is sent, so a
 # browser app fetching the JWKS through the tunnel needs a preflight that allows it.
 ALLOWED_REQUEST_HEADERS = "ngrok-skip-browser-warning, If-None-Match, Cache-Control"
 PREFLIGHT_MAX_AGE = "86400"
-
-# RFC 9110 §7.6.1: these describe one connection and are never forwarded.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 
 FetchHandler = Callable[[Fetch], None]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -168,7 +152,7 @@ def create_app(
         _add_methods(app, HEALTH_PATH, get=_health)
 
     if upstream is not None:
-        proxy = Upstream(_upstream_url(upstream))
+        proxy = Upstream(upstream_url(upstream))
         app.cleanup_ctx.append(proxy.session_ctx)
         app.router.add_route("*", "/{tail:.*}", proxy.forward)
     else:
@@ -317,102 +301,6 @@ def _json_response(
     return web.Response(
         status=status, body=_json_line(document), headers=headers, content_type=JWKS_MEDIA_TYPE
     )
-
-
-# The upstream proxy
-
-
-def _upstream_url(text: str) -> URL:
-    url = URL(text)
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigError(
-            f"--upstream {text}",
-            "is not an http(s) URL",
-            "give the app's address, e.g. --upstream http://127.0.0.1:3000",
-        )
-    return url
-
-
-class Upstream:
-    """A reverse proxy to the developer's app: method, end-to-end headers, streamed bodies."""
-
-    def __init__(self, base: URL) -> None:
-        self.base = base
-        self._prefix = str(base.with_query(None).with_fragment(None)).rstrip("/")
-        self._session: ClientSession | None = None
-
-    async def session_ctx(self, _app: web.Application) -> AsyncIterator[None]:
-        """Own the client session for the app's lifetime (an aiohttp cleanup context)."""
-        # No cookie jar: cookies belong to each browser, not to the proxy that many share.
-        async with ClientSession(
-            cookie_jar=DummyCookieJar(),
-            auto_decompress=False,
-            timeout=ClientTimeout(total=None, sock_connect=UPSTREAM_CONNECT_TIMEOUT),
-        ) as session:
-            self._session = session
-            yield
-        self._session = None
-
-    async def forward(self, request: web.Request) -> web.StreamResponse:
-        """Send `request` on to the upstream app and stream its answer back."""
-        assert self._session is not None  # the cleanup context opened it
-        target = URL(self._prefix + request.raw_path, encoded=True)
-        try:
-            answer = await self._session.request(
-                request.method,
-                target,
-                headers=_request_headers(request),
-                data=request.content if request.body_exists else None,
-                allow_redirects=False,
-                skip_auto_headers=(hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING),
-            )
-        except (ClientError, OSError, TimeoutError) as exc:
-            logger.warning("upstream %s unreachable: %s", self.base, exc or type(exc).__name__)
-            return _json_response(
-                502, {"error": f"upstream {self.base} unreachable", "detail": _reason(exc)}
-            )
-
-        async with answer:
-            response = web.StreamResponse(
-                status=answer.status, reason=answer.reason, headers=_end_to_end(answer.headers)
-            )
-            await response.prepare(request)
-            try:
-                async for chunk in answer.content.iter_any():
-                    await response.write(chunk)
-            except ClientError as exc:
-                # The status line is sent: the only honest signal left is a cut connection.
-                logger.warning("upstream %s broke off %s: %s", self.base, request.path, exc)
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-            await response.write_eof()
-        return response
-
-
-def _reason(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
-
-
-def _end_to_end(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    named = {
-        name.strip().lower()
-        for value in headers.getall(hdrs.CONNECTION, ())
-        for name in value.split(",")
-    }
-    dropped = HOP_BY_HOP | named
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in dropped)
-
-
-def _request_headers(request: web.Request) -> CIMultiDict[str]:
-    headers = _end_to_end(request.headers)
-    headers.popall(hdrs.HOST, None)
-    peer = request.remote or ""
-    forwarded = headers.get(hdrs.X_FORWARDED_FOR)
-    headers[hdrs.X_FORWARDED_FOR] = f"{forwarded}, {peer}" if forwarded else peer
-    headers.setdefault(hdrs.X_FORWARDED_HOST, request.host)
-    headers.setdefault(hdrs.X_FORWARDED_PROTO, request.scheme)
-    return headers
 
 
 # Running the app
