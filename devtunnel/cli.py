@@ -53,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_OK
+    except Exception as exc:
+        # A bug of ours: one line, not a traceback (-vv shows it), and a way to report it.
+        logger.debug("unexpected error", exc_info=True)
+        _say(f"devtunnel: unexpected error: {type(exc).__name__}: {exc}")
+        _say("  hint: this is a devtunnel bug; run again with -vv and report what it shows")
+        return EXIT_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     server = argparse.ArgumentParser(add_help=False)
     server.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
-    server.add_argument("--port", type=int, metavar="P", help="port to listen on (0: any free)")
+    server.add_argument(
+        "--port", type=_port_number, metavar="P", help="port to listen on (0: any free)"
+    )
     server.add_argument(
         "--path",
         action="append",
@@ -260,11 +268,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     port: int = args.port
     if port is None:
         text = os.environ.get("PORT", "").strip()
-        if text and not text.isdigit():
-            raise ConfigError("PORT", f"is {text!r}, not a port number", "set PORT=8787 or --port")
-        port = int(text) if text else DEFAULT_PORT
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"port {port}", "is out of range", "use 1 to 65535, or 0 for any")
+        try:
+            port = _port_number(text) if text else DEFAULT_PORT
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(
+                "PORT (environment)", str(exc), "set PORT=8787, or pass --port"
+            ) from None
 
     pair = _load_keys(args, ephemeral_ok=True)
     if pair.ephemeral:
@@ -464,6 +473,17 @@ def _write_output(path: Path, body: bytes, write: Callable[[Path, bytes], None])
             f"cannot be written ({exc.strerror})",
             "check that the folder exists and is writable",
         ) from None
+
+
+def _port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range (0 to 65535; 0: any free)")
+    return port
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

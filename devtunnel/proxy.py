@@ -37,7 +37,11 @@ HOP_BY_HOP = frozenset(
 
 
 def upstream_url(text: str) -> URL:
-    url = URL(text)
+    """The --upstream URL, or a ConfigError naming it when it is not an http(s) URL."""
+    try:
+        url = URL(text)
+    except (ValueError, TypeError):
+        url = URL()
     if url.scheme not in ("http", "https") or not url.host:
         raise ConfigError(
             f"--upstream {text}",

@@ -691,3 +691,23 @@ def test_a_tripped_private_member_guard_exits_1_and_writes_nothing(
         "  hint: this is a devtunnel bug: please report it",
     ]
     assert not (isolated / "jwks.json").exists()
+
+
+def test_an_unexpected_error_is_one_line_and_a_hint_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(_pair: object, **_options: object) -> str:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("devtunnel.tokens.sign_partner_jwt", broken)
+    monkeypatch.setenv("NEXT_PUBLIC_PARTNER_ID", "p")
+    monkeypatch.setenv("PARTNER_PRIVATE_KEY", private_pem(ec.generate_private_key(ec.SECP256R1())))
+
+    code = main(["token"])
+
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "devtunnel: unexpected error: RuntimeError: boom",
+        "  hint: this is a devtunnel bug; run again with -vv and report what it shows",
+    ]

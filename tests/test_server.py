@@ -382,6 +382,7 @@ async def test_without_a_fetch_handler_nothing_is_counted(
         ({"max_age": -1}, "--max-age"),
         ({"upstream": "localhost:3000"}, "--upstream localhost:3000"),
         ({"upstream": "ftp://example.test/"}, "--upstream ftp://example.test/"),
+        ({"upstream": "http://[bad"}, "--upstream http://[bad"),
     ],
 )
 def test_bad_settings_are_config_errors_naming_the_flag(
