@@ -124,7 +124,7 @@ def _add_up(commands: Commands, parents: Parents) -> None:
     up.add_argument("--cloudflared-path", type=Path, metavar="F", help="cloudflared binary")
     up.add_argument(
         "--interval",
-        type=float,
+        type=_seconds,
         default=DEFAULT_INTERVAL,
         metavar="S",
         help=f"seconds between checks (default {DEFAULT_INTERVAL:g})",
@@ -148,7 +148,7 @@ def _add_check(commands: Commands, parents: Parents) -> None:
         "check", parents=parents, help="check a JWKS URL as a remote verifier would"
     )
     check.add_argument("url", metavar="URL")
-    check.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S")
+    check.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="S")
     check.add_argument("--ca-file", type=Path, metavar="F", help="extra CA certificates (PEM)")
     check.add_argument("--json", action="store_true", help="print one check event as JSON")
     check.set_defaults(handler=_cmd_check)
@@ -355,16 +355,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     import asyncio
 
     from devtunnel.console import make_console
-    from devtunnel.errors import ConfigError
     from devtunnel.keys import load_keypair
     from devtunnel.session import Session, UpOptions
 
-    if args.interval <= 0:
-        raise ConfigError(
-            "--interval",
-            f"is {args.interval:g}; it must be above 0 seconds",
-            f"use the default --interval {DEFAULT_INTERVAL:g}",
-        )
     settings = key_settings(args)
     pair = load_keypair(settings, ephemeral_ok=True)
     options = UpOptions(
@@ -473,6 +466,17 @@ def _write_output(path: Path, body: bytes, write: Callable[[Path, bytes], None])
             f"cannot be written ({exc.strerror})",
             "check that the folder exists and is writable",
         ) from None
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not seconds > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} must be above 0 seconds")
+    return seconds
 
 
 def _port_number(text: str) -> int:

@@ -416,7 +416,12 @@ def write_env_keys(path: Path, private: PrivateKey, *, force: bool = False) -> W
     kept.extend(f"{key}={value}{newline}" for key, value in new_values.items() if key not in seen)
 
     backups = (backup(path),) if replaces_key else ()
-    atomic_write(path, "".join(kept).encode("utf-8"), PRIVATE_MODE)
+    try:
+        atomic_write(path, "".join(kept).encode("utf-8"), PRIVATE_MODE)
+    except OSError as exc:
+        raise ConfigError(
+            str(path), f"cannot be written ({exc.strerror})", "check that its folder exists"
+        ) from None
     return Written((path,), backups)
 
 

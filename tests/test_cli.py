@@ -711,3 +711,36 @@ def test_an_unexpected_error_is_one_line_and_a_hint_not_a_traceback(
         "devtunnel: unexpected error: RuntimeError: boom",
         "  hint: this is a devtunnel bug; run again with -vv and report what it shows",
     ]
+
+
+def test_keygen_into_a_missing_folder_is_a_config_error(
+    isolated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = isolated / "missing" / ".env.local"
+
+    code = main(["keygen", "--env-file", str(target)])
+
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"devtunnel: error: {target}: cannot be written (No such file or directory)",
+        "  hint: check that its folder exists",
+    ]
+    assert not target.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["check", "http://127.0.0.1:9/jwks", "--timeout", "0"], "--timeout: 0 must be above 0"),
+        (["up", "--interval", "-1"], "--interval: -1 must be above 0 seconds"),
+        (["up", "--interval", "soon"], "--interval: 'soon' is not a number of seconds"),
+    ],
+)
+def test_seconds_must_be_a_positive_number(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err

@@ -321,7 +321,7 @@ def test_interval_must_be_positive(isolated: Path) -> None:
     up = UpProcess(["--tunnel", "none", "--interval", "0"], isolated)
 
     assert up.wait() == 2
-    assert "--interval: is 0; it must be above 0 seconds" in up.stderr
+    assert "argument --interval: 0 must be above 0 seconds" in up.stderr
 
 
 def test_environment_is_not_mutated_by_the_fixture() -> None:

@@ -430,6 +430,20 @@ async def test_a_named_agent_that_is_missing_or_not_executable_is_refused(
     assert caught.value.fault == ("not executable" if executable else "no such file")
 
 
+async def test_a_folder_named_as_the_agent_is_refused(
+    tunnel_factory: Callable[..., NgrokTunnel], local_url: str, tmp_path: Path
+) -> None:
+    tunnel = tunnel_factory(ngrok_path=tmp_path)
+
+    with pytest.raises(RunError) as caught:
+        await tunnel.start(local_url)
+
+    assert (caught.value.source, caught.value.fault) == (
+        f"--ngrok-path {tmp_path}",
+        "is a folder, not the agent binary",
+    )
+
+
 async def test_browsers_get_the_warning_page_unless_they_skip_it(
     agent_factory: InstallAgent,
     tunnel_factory: Callable[..., NgrokTunnel],

@@ -224,6 +224,8 @@ def find_user_config(environ: Mapping[str, str]) -> Path | None:
 
 
 def _executable(path: Path, source: str) -> Path:
+    if path.is_dir():
+        raise RunError(f"{source} {path}", "is a folder, not the agent binary", INSTALL_HINT)
     if not path.is_file():
         raise RunError(f"{source} {path}", "no such file", INSTALL_HINT)
     if not os.access(path, os.X_OK):
