@@ -46,7 +46,6 @@ async def test_no_tunnel_serves_the_local_url_until_stopped() -> None:
     assert url == "http://127.0.0.1:8080"
     assert tunnel.public_url == url
     assert tunnel.alive()
-    assert not tunnel.reachable_remotely
     await tunnel.stop()
     await tunnel.stop()
     assert not tunnel.alive()

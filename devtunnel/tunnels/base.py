@@ -22,8 +22,6 @@ class Tunnel(abc.ABC):
     """
 
     name: str
-    # False for `none`: a remote verifier such as AIR cannot fetch the URL it gives.
-    reachable_remotely: bool = True
 
     def __init__(self) -> None:
         self._public_url: str | None = None

@@ -13,7 +13,6 @@ class NoTunnel(Tunnel):
     """Serve on the local URL alone; `session` warns that remote verifiers cannot reach it."""
 
     name = "none"
-    reachable_remotely = False
 
     def __init__(self) -> None:
         super().__init__()
