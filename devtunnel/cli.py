@@ -354,7 +354,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     import asyncio
 
-    from devtunnel.console import make_console
+    from devtunnel.console import NoteHandler, make_console
     from devtunnel.keys import load_keypair
     from devtunnel.session import Session, UpOptions
 
@@ -375,6 +375,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         once=args.once,
     )
     console = make_console(json_mode=args.json)
+    root = logging.getLogger()
+    handlers, root.handlers = root.handlers, [NoteHandler(console)]
     try:
         session = Session(
             options,
@@ -386,6 +388,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         )
         return asyncio.run(_until_signal(session.run(), session.stop))
     finally:
+        root.handlers = handlers
         console.close()
 
 

@@ -8,6 +8,7 @@ double click copies it whole.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -340,6 +341,23 @@ def closing_line(state: RunState) -> Text:
         f"stopped{reason} · checks: {state.checks_passed} passed, {state.checks_failed} failed"
         f" · {state.requests_sent} requests sent through the tunnel"
     )
+
+
+class NoteHandler(logging.Handler):
+    """Log records shown as console notes, so that no log line cuts across a live panel."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self._console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = "error" if record.levelno >= logging.ERROR else "warning"
+        if record.levelno < logging.WARNING:
+            level = "info"
+        try:
+            self._console.note(self.format(record), level)
+        except Exception:  # logging must never take the run down
+            self.handleError(record)
 
 
 def note_line(text: str, level: str) -> Text:

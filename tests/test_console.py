@@ -561,3 +561,26 @@ def test_panel_lists_warnings_apart_from_problems() -> None:
     text = recorder.export_text()
     assert "problems      none" in text
     assert "warnings      long_cache" in text
+
+
+def test_log_records_become_notes_on_stderr_in_json_mode() -> None:
+    import logging
+
+    from devtunnel.console import NoteHandler
+
+    out, err = io.StringIO(), io.StringIO()
+    logger = logging.getLogger("devtunnel.test-notes")
+    logger.propagate = False
+    handler = NoteHandler(make_console(json_mode=True, stdout=out, stderr=err))
+    logger.addHandler(handler)
+    try:
+        logger.warning("the %s tunnel died; restarting it", "ngrok")
+        logger.error("gave up")
+    finally:
+        logger.removeHandler(handler)
+
+    assert out.getvalue() == ""
+    assert err.getvalue().splitlines() == [
+        "warning: the ngrok tunnel died; restarting it",
+        "error: gave up",
+    ]

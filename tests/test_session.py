@@ -144,6 +144,7 @@ def test_a_crashed_agent_is_noticed_restarted_and_checked(
         assert check["url"].startswith(restarted["public_url"])
     finally:
         assert up.stop() == 0
+    assert "warning: the ngrok tunnel died; restarting it" in up.stderr
 
 
 @pytest.mark.parametrize(
