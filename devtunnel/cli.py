@@ -516,5 +516,8 @@ def _configure_logging(verbosity: int) -> None:
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    # pyngrok relays every agent line; ours are enough unless asked for more.
-    logging.getLogger("pyngrok").setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
+    # pyngrok relays every agent line, raw logfmt at the agent's own level (a dying agent's
+    # "lvl=crit" among them). devtunnel says what went wrong in its own words, so the agent's
+    # lines show only with -vv.
+    agent_level = logging.DEBUG if verbosity > 1 else logging.CRITICAL + 1
+    logging.getLogger("pyngrok").setLevel(agent_level)

@@ -145,6 +145,7 @@ def test_a_crashed_agent_is_noticed_restarted_and_checked(
     finally:
         assert up.stop() == 0
     assert "warning: the ngrok tunnel died; restarting it" in up.stderr
+    assert "lvl=" not in up.stderr  # the agent's raw log lines stay off the screen
 
 
 @pytest.mark.parametrize(
