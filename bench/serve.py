@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import multiprocessing
 import os
 import re
@@ -61,6 +62,8 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 class Result:
     requests_per_s: float
     p99_ms: float
+    requests: int
+    cpu_us_per_request: float = float("nan")  # server CPU time (user + system) per request
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,8 @@ def main() -> int:
                 results.setdefault(contender.name, []).append(result)
                 print(
                     f"  round {round_number + 1} {contender.name:13} "
-                    f"{result.requests_per_s:9.0f} req/s  p99 {result.p99_ms:6.2f} ms",
+                    f"{result.requests_per_s:9.0f} req/s  p99 {result.p99_ms:6.2f} ms"
+                    f"  cpu {result.cpu_us_per_request:5.1f} us/req",
                     flush=True,
                 )
 
@@ -141,9 +145,13 @@ def run_one(
         pin(server.pid, {SERVER_CPU})
         wait_listening(port)
         url = f"http://127.0.0.1:{port}{PATH}"
+        cpu_before = cpu_seconds(server.pid)
         if wrk:
-            return run_wrk(wrk, url, duration, connections)
-        return run_python_client(port, duration, connections)
+            result = run_wrk(wrk, url, duration, connections)
+        else:
+            result = run_python_client(port, duration, connections)
+        cpu = cpu_seconds(server.pid) - cpu_before
+        return dataclasses.replace(result, cpu_us_per_request=cpu * 1e6 / result.requests)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -157,12 +165,13 @@ def run_wrk(wrk: str, url: str, duration: float, connections: int) -> Result:
     command = [wrk, "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", url]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    total = re.search(r"(\d+) requests in", output)
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if rate is None or p99 is None or errors is not None:
+    if rate is None or p99 is None or total is None or errors is not None:
         raise SystemExit(f"wrk output not understood or errors seen:\n{output}")
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
-    return Result(float(rate.group(1)), float(p99.group(1)) * scale)
+    return Result(float(rate.group(1)), float(p99.group(1)) * scale, int(total.group(1)))
 
 
 # The Python load generator: processes of asyncio clients over raw keep-alive sockets.
@@ -176,7 +185,7 @@ def run_python_client(port: int, duration: float, connections: int) -> Result:
     count = sum(done for done, _ in parts)
     latencies = sorted(latency for _, sample in parts for latency in sample)
     p99 = latencies[int(len(latencies) * 0.99)] if latencies else float("nan")
-    return Result(count / duration, p99 * 1000)
+    return Result(count / duration, p99 * 1000, count)
 
 
 def _client_process(port: int, duration: float, connections: int) -> tuple[int, list[float]]:
@@ -217,10 +226,18 @@ def report(results: dict[str, list[Result]]) -> None:
         name: statistics.median(r.requests_per_s for r in runs) for name, runs in results.items()
     }
     p99 = {name: statistics.median(r.p99_ms for r in runs) for name, runs in results.items()}
+    cpu = {
+        name: statistics.median(r.cpu_us_per_request for r in runs)
+        for name, runs in results.items()
+    }
     print("\nmedian over rounds")
-    print(f"  {'server':13} {'req/s':>9} {'p99 ms':>8}")
+    print(f"  {'server':13} {'req/s':>9} {'p99 ms':>8} {'cpu us/req':>11}")
     for name in results:
-        print(f"  {name:13} {rate[name]:9.0f} {p99[name]:8.2f}")
+        print(f"  {name:13} {rate[name]:9.0f} {p99[name]:8.2f} {cpu[name]:11.1f}")
+    print(
+        f"  CPU per request, bare aiohttp / devtunnel: "
+        f"{cpu['bare aiohttp'] / cpu['devtunnel']:.2f}x (1.00x: as cheap as the bare handler)"
+    )
     # A ratio within one round cancels the noise that drifts between rounds (shared VMs).
     for other in ("bare aiohttp", "http.server"):
         paired = [
@@ -231,6 +248,16 @@ def report(results: dict[str, list[Result]]) -> None:
             f"  devtunnel / {other}: {statistics.median(paired):.2f}x "
             f"(median of per-round ratios; range {min(paired):.2f} to {max(paired):.2f})"
         )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc): time stolen by the host is not in it,
+    so CPU per request drifts less than requests per second on a shared VM."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
