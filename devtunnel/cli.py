@@ -218,15 +218,9 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
     from devtunnel.errors import ConfigError
+    from devtunnel.files import write_env_keys, write_pem_files
     from devtunnel.jwks import key_thumbprint
-    from devtunnel.keys import (
-        DEFAULT_RSA_BITS,
-        MAX_RSA_BITS,
-        MIN_RSA_BITS,
-        generate_private_key,
-        write_env_keys,
-        write_pem_files,
-    )
+    from devtunnel.keys import DEFAULT_RSA_BITS, MAX_RSA_BITS, MIN_RSA_BITS, generate_private_key
 
     if args.bits is not None and args.alg != "RS256":
         raise ConfigError(

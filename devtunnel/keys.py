@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, TypeAlias, cast, get_args
 
 from cryptography import x509
@@ -21,18 +19,15 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from dotenv.parser import parse_stream
 
 from devtunnel.config import (
     ALG_VAR,
     PARTNER_ID_VARS,
     PRIVATE_KEY_VAR,
-    PUBLIC_KEY_VAR,
     Settings,
     Value,
 )
 from devtunnel.errors import ConfigError
-from devtunnel.files import PRIVATE_MODE, atomic_write, backup
 
 logger = logging.getLogger(__name__)
 
@@ -105,11 +100,11 @@ def load_keypair(
                 f"{_KEYGEN_HINT} in .env.local",
             )
         private = generate_private_key(wanted.text if wanted else DEFAULT_ALG)  # type: ignore[arg-type]
-        logger.info("no key configured: using an ephemeral %s key made in memory", _alg_of(private))
+        logger.info("no key configured: using an ephemeral %s key made in memory", alg_of(private))
         return KeyPair(
             private.public_key(),
             private,
-            _alg_of(private),
+            alg_of(private),
             partner_id or DEFAULT_KID,
             partner_id,
             ephemeral=True,
@@ -127,7 +122,7 @@ def load_keypair(
     key_source = settings.private_key or settings.public_key
     assert key_source is not None
 
-    alg = _alg_of(public_key)
+    alg = alg_of(public_key)
     if wanted is not None and wanted.text != alg:
         raise ConfigError(
             wanted.source,
@@ -187,7 +182,8 @@ def same_public_key(a: PublicKey, b: PublicKey) -> bool:
     return bool(a.public_numbers() == b.public_numbers())
 
 
-def _alg_of(key: PrivateKey | PublicKey) -> Alg:
+def alg_of(key: PrivateKey | PublicKey) -> Alg:
+    """The algorithm a key signs with: RS256 for RSA, ES256 for EC."""
     return "RS256" if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey) else "ES256"
 
 
@@ -366,103 +362,3 @@ def _check_usable(key: object, value: Value) -> None:
         f"is a key of type {kind}; AIR accepts RS256 (RSA) or ES256 (EC P-256)",
         "run `devtunnel keygen` for an ES256 key",
     )
-
-
-@dataclass(frozen=True)
-class Written:
-    """What keygen wrote: the files, and the backups of what they replaced."""
-
-    files: tuple[Path, ...]
-    backups: tuple[Path, ...]
-
-
-def write_env_keys(path: Path, private: PrivateKey, *, force: bool = False) -> Written:
-    """Set the key variables in an env file, keeping every other line exactly as it was.
-
-    Refuses to replace existing keys unless `force`; then the old file is kept
-    as `<file>.bak`. The file is replaced atomically and left mode 0600.
-    """
-    original = _read_env_text(path)
-    # New lines follow the file's own line ends, so a CRLF file stays CRLF.
-    newline = "\r\n" if re.match(r"[^\n]*\r\n", original) else "\n"
-    new_values = {
-        PRIVATE_KEY_VAR: _env_quote(private_pem(private)),
-        PUBLIC_KEY_VAR: _env_quote(public_pem(private.public_key())),
-        ALG_VAR: _alg_of(private),
-    }
-
-    kept: list[str] = []
-    seen: set[str] = set()
-    replaces_key = False
-    for binding in parse_stream(io.StringIO(original)):
-        key = binding.key
-        if key not in new_values:
-            kept.append(binding.original.string)
-            continue
-        if key in (PRIVATE_KEY_VAR, PUBLIC_KEY_VAR) and (binding.value or "").strip():
-            if not force:
-                raise ConfigError(
-                    f"{key} in {path}",
-                    "already holds a key",
-                    f"pass --force to replace it (the old file is kept as {path.name}.bak)",
-                )
-            replaces_key = True
-        if key not in seen:
-            kept.append(f"{key}={new_values[key]}{newline}")
-            seen.add(key)
-
-    if kept and not kept[-1].endswith(("\n", "\r")):
-        kept[-1] += newline
-    kept.extend(f"{key}={value}{newline}" for key, value in new_values.items() if key not in seen)
-
-    backups = (backup(path),) if replaces_key else ()
-    try:
-        atomic_write(path, "".join(kept).encode("utf-8"), PRIVATE_MODE)
-    except OSError as exc:
-        raise ConfigError(
-            str(path), f"cannot be written ({exc.strerror})", "check that its folder exists"
-        ) from None
-    return Written((path,), backups)
-
-
-def write_pem_files(directory: Path, private: PrivateKey, *, force: bool = False) -> Written:
-    """Write `private.pem` (0600) and `public.pem` into a directory; `force` keeps `.bak` copies."""
-    private_path, public_path = directory / "private.pem", directory / "public.pem"
-    existing = [p for p in (private_path, public_path) if p.exists()]
-    if existing and not force:
-        raise ConfigError(
-            f"--out {directory}",
-            f"already has {existing[0].name}",
-            "pass --force to replace it (the old file is kept as .bak)",
-        )
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"--out {directory}",
-            f"cannot be created ({exc.strerror})",
-            "give a folder you can write to",
-        ) from None
-    backups = tuple(backup(p) for p in existing)
-    atomic_write(private_path, private_pem(private).encode("ascii"), PRIVATE_MODE)
-    atomic_write(public_path, public_pem(private.public_key()).encode("ascii"), 0o644)
-    return Written((private_path, public_path), backups)
-
-
-def _read_env_text(path: Path) -> str:
-    # Bytes, not read_text(): universal newlines would turn the file's CRLF into LF.
-    try:
-        return path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        return ""
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), "is not UTF-8 text", "save the env file as UTF-8") from None
-    except OSError as exc:
-        raise ConfigError(
-            str(path), f"cannot be read ({exc.strerror})", "check the --env-file path"
-        ) from None
-
-
-def _env_quote(pem: str) -> str:
-    # One line with literal \n escapes, double-quoted: what AIR's examples and Next.js read.
-    return '"' + pem.strip().replace("\n", "\\n") + '"'
