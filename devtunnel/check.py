@@ -1,8 +1,6 @@
-"""Fetch a JWKS URL as a remote verifier would, and name what is wrong with it.
+"""Judge a JWKS URL as a remote verifier would, and name what is wrong with it.
 
-AIR Kit fetches the exact registered URL from its servers, as jose's
-`createRemoteJWKSet` does: a server-side user agent, no redirects followed, a
-short timeout, status 200 and a JSON body. `check_jwks` fetches the same way,
+`check_jwks` fetches the URL as AIR Kit's servers do (see `devtunnel.fetch`),
 then runs the stages in order (reachable, status, body, safety; with a Partner
 ID or local keys also kid, key, alg and signature) and gives each failure its
 problem code and a hint phrased as the fix. Warnings do not fail the check.
@@ -12,17 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import json
-import logging
-import os
 import re
-import socket
-import ssl
-import time
 import warnings
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,40 +22,36 @@ import aiohttp
 from yarl import URL
 
 from devtunnel import problems
-from devtunnel.errors import ConfigError
-from devtunnel.events import SELF_CHECK_HEADER, USER_AGENT, Check, Problem
+from devtunnel.events import Check, Problem
+from devtunnel.fetch import (
+    DEFAULT_TIMEOUT,
+    MAX_BODY,
+    VERIFIER_HEADERS,
+    Fetcher,
+    Response,
+    address_warning,
+    browser_warning,
+    open_session,
+    parse_url,
+    tls_context,
+)
 from devtunnel.jwks import key_thumbprint, private_members, thumbprint
 from devtunnel.keys import KeyPair
 from devtunnel.tokens import TokenError, sign_partner_jwt, verify_jwt
 
-logger = logging.getLogger(__name__)
+# The fetching names stay importable from here, as they were before `fetch` split off.
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_BODY",
+    "VERIFIER_HEADERS",
+    "CheckResult",
+    "Stage",
+    "check_jwks",
+    "tls_context",
+]
 
-DEFAULT_TIMEOUT = 10.0
-MAX_BODY = 1024 * 1024  # a JWKS is a few kB; read no further than this
-_CHUNK = 64 * 1024
-
-VERIFIER_HEADERS = {"User-Agent": USER_AGENT, SELF_CHECK_HEADER: "1", "Accept": "application/json"}
-# What a browser sends, minus `ngrok-skip-browser-warning`: ngrok's free plan answers it with
-# an HTML warning page (ERR_NGROK_6024), https://ngrok.com/docs/errors/err_ngrok_6024/
-BROWSER_HEADERS = {
-    "User-Agent": (
-        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-        "Chrome/126.0 Safari/537.36"
-    ),
-    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-    SELF_CHECK_HEADER: "1",
-}
-# Pages that tunnels put in front of the real response, by a marker each one carries.
-_INTERSTITIALS = (
-    ("ERR_NGROK_6024", "ngrok's browser warning page (ERR_NGROK_6024)"),
-    ("ngrok-skip-browser-warning", "ngrok's browser warning page"),
-    ("loca.lt", "localtunnel's reminder page"),
-    ("cf-chl", "a Cloudflare challenge page"),
-)
 _NGROK_ERROR = re.compile(r"ERR_NGROK_\d+")
 _MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
-
-_CA_HINT = "give a PEM file of CA certificates"
 
 
 @dataclass(frozen=True)
@@ -112,26 +99,6 @@ class CheckResult:
         )
 
 
-@dataclass(frozen=True)
-class _Response:
-    status: int
-    reason: str
-    headers: Mapping[str, str]
-    body: bytes
-    too_big: bool
-    latency_ms: float
-
-    @property
-    def content_type(self) -> str:
-        return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
-
-    def looks_html(self) -> bool:
-        return "html" in self.content_type or self.body.lstrip()[:1] == b"<"
-
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
-
-
 @dataclass
 class _Findings:
     stages: list[Stage] = field(default_factory=list)
@@ -167,7 +134,7 @@ async def check_jwks(
     session is made and closed. Raises ConfigError for a URL that is not
     http(s) or a CA file that cannot be loaded.
     """
-    target = _parse_url(url)
+    target = parse_url(url)
     context = tls_context(ca_file) if target.scheme == "https" else None
     if kid is None and pair is not None:
         kid = pair.kid
@@ -178,10 +145,10 @@ async def check_jwks(
     if target.scheme == "http":
         findings.warnings.append(problems.not_https(url))
 
-    async with _session(session) as http:
-        fetcher = _Fetcher(http, timeout, context)
+    async with open_session(session) as http:
+        fetcher = Fetcher(http, timeout, context)
         fetched, address = await asyncio.gather(
-            fetcher.get(url, VERIFIER_HEADERS), _address_warning(target, timeout)
+            fetcher.get(url, VERIFIER_HEADERS), address_warning(target, timeout)
         )
         if address is not None:
             findings.warnings.append(address)
@@ -198,109 +165,18 @@ async def check_jwks(
         requests = 1
         if document is not None and browser_probe:
             requests = 2
-            probe = await _browser_probe(fetcher, url)
+            probe = await browser_warning(fetcher, url)
             if probe is not None:
                 findings.warnings.append(probe)
 
     return _result(url, findings, fetched, requests=requests, kid=kid, document=document)
 
 
-def tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
-    """The TLS trust for a check: the system store, plus `$SSL_CERT_FILE`, plus `ca_file`."""
-    context = ssl.create_default_context()
-    extra = [("SSL_CERT_FILE (environment)", os.environ.get("SSL_CERT_FILE") or None)]
-    extra.append((f"--ca-file {ca_file}", str(ca_file) if ca_file is not None else None))
-    for source, path in extra:
-        if path is None:
-            continue
-        try:
-            context.load_verify_locations(cafile=path)
-        except FileNotFoundError:
-            raise ConfigError(source, "no such file", _CA_HINT) from None
-        except (ssl.SSLError, OSError, ValueError):
-            raise ConfigError(source, "holds no usable PEM certificate", _CA_HINT) from None
-    return context
-
-
-# Fetching
-
-
-@asynccontextmanager
-async def _session(given: aiohttp.ClientSession | None) -> AsyncIterator[aiohttp.ClientSession]:
-    if given is not None:
-        yield given
-        return
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@dataclass(frozen=True)
-class _Fetcher:
-    """GET requests as a verifier sends them: exact URL, one time limit, the check's TLS trust."""
-
-    http: aiohttp.ClientSession
-    seconds: float
-    context: ssl.SSLContext | None
-
-    async def get(self, url: str, headers: Mapping[str, str]) -> _Response | Problem:
-        started = time.perf_counter()
-        try:
-            async with self.http.get(
-                url,
-                headers=dict(headers),
-                allow_redirects=False,  # AIR fetches the exact URL: a redirect is a failure
-                timeout=aiohttp.ClientTimeout(total=self.seconds),
-                ssl=self.context if self.context is not None else True,
-            ) as response:
-                body, too_big = await _read_limited(response)
-        except TimeoutError:
-            return problems.timeout(self.seconds)
-        except aiohttp.ClientSSLError as exc:
-            return problems.tls_error(exc)
-        except (aiohttp.ClientError, OSError) as exc:
-            return problems.unreachable(url, exc)
-
-        latency = (time.perf_counter() - started) * 1000
-        logger.debug("GET %s: %d, %d bytes, %.0f ms", url, response.status, len(body), latency)
-        return _Response(
-            response.status,
-            response.reason or "",
-            response.headers,  # case-insensitive, as HTTP header names are
-            body,
-            too_big,
-            round(latency, 1),
-        )
-
-
-async def _read_limited(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
-    if (response.content_length or 0) > MAX_BODY:
-        return b"", True
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(_CHUNK):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_BODY:
-            return b"".join(chunks)[:MAX_BODY], True
-    return b"".join(chunks), False
-
-
-async def _browser_probe(fetcher: _Fetcher, url: str) -> Problem | None:
-    fetched = await fetcher.get(url, BROWSER_HEADERS)
-    if isinstance(fetched, Problem):
-        logger.debug("browser probe of %s failed: %s", url, fetched.detail)
-        return None
-    if not fetched.looks_html():
-        return None
-    page = _interstitial(fetched.text()) or "an HTML page"
-    return problems.browser_interstitial(page, fetched.status)
-
-
 # Judging the response
 
 
 def _judge(
-    findings: _Findings, response: _Response, url: str, pair: KeyPair | None, kid: str | None
+    findings: _Findings, response: Response, url: str, pair: KeyPair | None, kid: str | None
 ) -> dict[str, Any] | None:
     """Run the stages after `reachable`; return the JWKS document when the body is one."""
     parsed = _parse_json(response)
@@ -321,7 +197,7 @@ def _judge(
         return None
 
     assert isinstance(parsed, dict)
-    keys = [key for key in parsed["keys"] if isinstance(key, dict)]
+    keys = _keys(parsed)
     count = f"{len(keys)} key{'s' * (len(keys) != 1)}"
     findings.passed("body", f"a JWKS with {count}, kids {problems.kid_list(keys)}")
     if leak is not None:
@@ -382,7 +258,7 @@ def _judge_keys(
         findings.passed("signature", f"a fresh {pair.alg} Partner JWT verifies")
 
 
-def _parse_json(response: _Response) -> object:
+def _parse_json(response: Response) -> object:
     if response.too_big or not response.body.strip():
         return None
     try:
@@ -391,7 +267,7 @@ def _parse_json(response: _Response) -> object:
         return None
 
 
-def _status_problem(response: _Response, url: str) -> Problem | None:
+def _status_problem(response: Response, url: str) -> Problem | None:
     status = response.status
     if status == 200:
         return None
@@ -402,15 +278,14 @@ def _status_problem(response: _Response, url: str) -> Problem | None:
     return problems.http_status(status, response.reason, ngrok.group() if ngrok else None)
 
 
-def _body_problem(response: _Response, parsed: object) -> Problem | None:
+def _body_problem(response: Response, parsed: object) -> Problem | None:
     if response.too_big:
         return problems.body_too_big(MAX_BODY)
-    text = response.text()
-    page = _interstitial(text) if response.looks_html() else None
+    page = response.interstitial()
     if page is not None:
         return problems.interstitial(page)
     if parsed is None:
-        return problems.not_json(response.content_type, text, response.looks_html())
+        return problems.not_json(response.content_type, response.text(), response.looks_html())
     keys = parsed.get("keys") if isinstance(parsed, dict) else None
     if not isinstance(keys, list) or not any(isinstance(key, dict) for key in keys):
         return problems.no_keys(keys)
@@ -423,39 +298,6 @@ def _leak(document: dict[str, Any] | list[Any]) -> Problem | None:
 
 
 # Warnings
-
-
-async def _address_warning(target: URL, seconds: float) -> Problem | None:
-    host = target.host or ""
-    try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        try:
-            async with asyncio.timeout(seconds):
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    host, target.port, type=socket.SOCK_STREAM
-                )
-        except (OSError, TimeoutError):
-            return None  # the fetch reports the host as unreachable
-        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
-
-    inner = sorted({address for address in addresses if not address.is_global}, key=str)
-    if not inner:
-        return None
-    kind = _address_kind(inner[0])
-    if host == str(inner[0]):
-        detail = f"{host} is {kind}"
-    else:
-        detail = f"{host} resolves to {', '.join(map(str, inner))} ({kind})"
-    return problems.not_public(detail)
-
-
-def _address_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    if address.is_loopback:
-        return "a loopback address"
-    if address.is_private:
-        return "a private address"
-    return "not a public address"
 
 
 def _cache_warning(cache_control: str | None) -> Problem | None:
@@ -471,7 +313,7 @@ def _cache_warning(cache_control: str | None) -> Problem | None:
 def _result(
     url: str,
     findings: _Findings,
-    response: _Response | None,
+    response: Response | None,
     *,
     requests: int,
     kid: str | None,
@@ -500,24 +342,11 @@ def _result(
 def _served_thumbprint(document: dict[str, Any] | None, kid: str | None) -> str | None:
     if document is None:
         return None
-    keys = [key for key in document["keys"] if isinstance(key, dict)]
+    keys = _keys(document)
     chosen = next((key for key in keys if kid is not None and key.get("kid") == kid), keys[0])
     return thumbprint(chosen)
 
 
-def _parse_url(url: str) -> URL:
-    try:
-        target = URL(url)
-    except (ValueError, TypeError):
-        target = URL()
-    if target.scheme not in ("http", "https") or not target.host:
-        raise ConfigError(
-            f"URL {url}",
-            "is not an http:// or https:// URL",
-            "give the full JWKS URL, e.g. https://your-domain.ngrok-free.app/jwks.json",
-        )
-    return target
-
-
-def _interstitial(text: str) -> str | None:
-    return next((name for marker, name in _INTERSTITIALS if marker in text), None)
+def _keys(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JWKs of a document that passed the body stage (its `keys` holds at least one)."""
+    return [key for key in document["keys"] if isinstance(key, dict)]

@@ -11,14 +11,9 @@ import aiohttp
 import pytest
 import trustme
 from cryptography.hazmat.primitives.asymmetric import ec
-from yarl import URL
 
-from devtunnel.check import (
-    MAX_BODY,
-    _address_warning,
-    check_jwks,
-    tls_context,
-)
+from devtunnel import check, fetch
+from devtunnel.check import MAX_BODY, check_jwks
 from devtunnel.errors import ConfigError
 from devtunnel.events import SELF_CHECK_HEADER, USER_AGENT, Problem
 from devtunnel.jwks import key_thumbprint
@@ -393,35 +388,10 @@ async def test_url_that_is_not_http_is_a_config_error(url: str) -> None:
         await check_jwks(url)
 
 
-def test_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"--ca-file .*: no such file"):
-        tls_context(tmp_path / "missing.pem")
+def test_fetching_names_stay_importable_from_check() -> None:
+    names = ["DEFAULT_TIMEOUT", "MAX_BODY", "VERIFIER_HEADERS", "tls_context"]
 
-
-def test_ca_file_without_certificates_is_a_config_error(tmp_path: Path) -> None:
-    garbage = tmp_path / "garbage.pem"
-    garbage.write_text("not a certificate\n", encoding="utf-8")
-
-    with pytest.raises(ConfigError, match="holds no usable PEM certificate"):
-        tls_context(garbage)
-
-
-@pytest.mark.parametrize(
-    ("host", "detail"),
-    [
-        ("10.1.2.3", "10.1.2.3 is a private address"),
-        ("::1", "::1 is a loopback address"),
-        ("100.64.0.7", "100.64.0.7 is not a public address"),
-        ("8.8.8.8", None),
-    ],
-)
-async def test_only_addresses_outside_the_internet_are_not_public(
-    host: str, detail: str | None
-) -> None:
-    warning = await _address_warning(URL.build(scheme="https", host=host, path="/"), 1.0)
-
-    if detail is None:
-        assert warning is None
-    else:
-        assert warning is not None
-        assert warning.detail == f"{detail}: AIR's servers cannot reach it"
+    assert {name: getattr(check, name) for name in names} == {
+        name: getattr(fetch, name) for name in names
+    }
+    assert set(names) <= set(check.__all__)
