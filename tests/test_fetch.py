@@ -1,14 +1,22 @@
-"""fetch builds the verifier's TLS trust and warns of a host AIR's servers cannot reach."""
+"""fetch parses the URL, builds the verifier's TLS trust, and warns only on what it saw."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import pytest
 from yarl import URL
 
 from devtunnel.errors import ConfigError
-from devtunnel.fetch import address_warning, tls_context
+from devtunnel.fetch import Fetcher, address_warning, browser_warning, parse_url, tls_context
+from tests.conftest import free_port
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://[zz]/jwks.json"])
+def test_url_that_cannot_be_parsed_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="is not an http:// or https:// URL"):
+        parse_url(url)
 
 
 def test_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
@@ -43,3 +51,12 @@ async def test_only_addresses_outside_the_internet_are_not_public(
     else:
         assert warning is not None
         assert warning.detail == f"{detail}: AIR's servers cannot reach it"
+
+
+async def test_browser_probe_that_gets_no_answer_warns_of_nothing() -> None:
+    url = f"http://127.0.0.1:{free_port()}/jwks.json"
+
+    async with aiohttp.ClientSession() as session:
+        warning = await browser_warning(Fetcher(session, 1.0, None), url)
+
+    assert warning is None
