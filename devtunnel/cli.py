@@ -252,10 +252,9 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import os
-    import signal
 
+    from devtunnel.console import make_console
     from devtunnel.errors import ConfigError
-    from devtunnel.events import Fetch
     from devtunnel.server import DEFAULT_PORT, JwksServer, JwksStore, create_app
 
     # Procfile platforms (Heroku, Render, Railway) say where to listen through $PORT.
@@ -270,53 +269,51 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             ) from None
 
     pair = _load_keys(args, ephemeral_ok=True)
+    # Plain lines even on a terminal: serve has no panel to draw, only fetches to list.
+    console = make_console(json_mode=args.json, live=False)
     if pair.ephemeral:
-        _say(f"no key configured: serving an ephemeral {pair.alg} key that ends with this process")
-        _say("  run `devtunnel keygen` to make one that lasts")
-    if pair.partner_id is None:
-        _say(
-            f"warning: no Partner ID, so the kid is {pair.kid}: "
-            "AIR will answer 401 until NEXT_PUBLIC_PARTNER_ID is set"
+        console.note(
+            f"no key configured: serving an ephemeral {pair.alg} key that ends with this process",
+            "warning",
         )
-
-    def show_fetch(event: Fetch) -> None:
-        if args.json:
-            sys.stdout.write(event.to_json() + "\n")
-            sys.stdout.flush()
-            return
-        times = f" x{event.count}" if event.count > 1 else ""
-        agent = event.user_agent or "no user agent"
-        _say(f"fetch {event.path} {event.status}{times} from {event.client} ({agent})")
+        console.note("  run `devtunnel keygen` to make one that lasts")
+    if pair.partner_id is None:
+        console.note(
+            f"no Partner ID, so the kid is {pair.kid}: "
+            "AIR will answer 401 until NEXT_PUBLIC_PARTNER_ID is set",
+            "warning",
+        )
 
     paths = tuple(args.paths or DEFAULT_PATHS)
     store = JwksStore(pair)
     app = create_app(
-        store, paths=paths, max_age=args.max_age, upstream=args.upstream, on_fetch=show_fetch
+        store, paths=paths, max_age=args.max_age, upstream=args.upstream, on_fetch=console.emit
     )
     server = JwksServer(app)
+    stop = asyncio.Event()
 
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-
+    async def serve() -> int:
         await server.start(args.host, port)
         try:
             current = store.current
-            _say(f"serving kid {current.kid} ({current.alg}, thumbprint {current.thumbprint}) at")
+            console.note(
+                f"serving kid {current.kid} ({current.alg}, thumbprint {current.thumbprint}) at"
+            )
             for path in paths:
-                _say(f"  {server.local_url}{path}")
+                console.note(f"{server.local_url}{path}")
             if args.upstream:
-                _say(f"every other path goes to {args.upstream}")
-            _say("Ctrl-C stops")
+                console.note(f"every other path goes to {args.upstream}")
+            console.note("Ctrl-C stops")
             await stop.wait()
-            _say("stopping: finishing the requests in flight")
+            console.note("stopping: finishing the requests in flight")
         finally:
             await server.stop()
+        return EXIT_OK
 
-    asyncio.run(serve())
-    return EXIT_OK
+    try:
+        return asyncio.run(_until_signal(serve(), stop.set))
+    finally:
+        console.close()
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

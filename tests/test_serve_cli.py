@@ -27,31 +27,39 @@ START_TIMEOUT = 15.0
 
 
 class Serving:
-    """A running `devtunnel serve` process and what it has said on stderr so far."""
+    """A running `devtunnel serve` process and the lines for people it has printed so far.
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    Those lines go to stdout in plain mode, as `up`'s do, and to stderr with --json.
+    """
+
+    def __init__(self, process: asyncio.subprocess.Process, *, json_mode: bool) -> None:
         self.process = process
-        self.stderr: list[str] = []
+        self.json_mode = json_mode
+        self.notes: list[str] = []
 
     async def wait_for_url(self) -> str:
         """The first local JWKS URL it prints: the server is listening once that line is out."""
-        assert self.process.stderr is not None
+        stream = self.process.stderr if self.json_mode else self.process.stdout
+        assert stream is not None
         async with asyncio.timeout(START_TIMEOUT):
             while True:
-                line = (await self.process.stderr.readline()).decode()
-                assert line, f"serve ended early: {''.join(self.stderr)}"
-                self.stderr.append(line)
-                if line.startswith("  http://"):
+                line = (await stream.readline()).decode()
+                assert line, f"serve ended early: {''.join(self.notes)}"
+                self.notes.append(line)
+                if line.startswith("http://"):
                     return line.strip()
 
     async def end(self, *, terminate: bool = True) -> tuple[int, str, str]:
-        """SIGTERM it (unless already sent); its exit code, stdout and the rest of stderr."""
+        """SIGTERM it (unless already sent); its exit code, its whole stdout and stderr."""
         if terminate:
             self.process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(START_TIMEOUT):
             stdout, stderr = await self.process.communicate()
         assert self.process.returncode is not None
-        return self.process.returncode, stdout.decode(), "".join(self.stderr) + stderr.decode()
+        out, err = stdout.decode(), stderr.decode()
+        if self.json_mode:
+            return self.process.returncode, out, "".join(self.notes) + err
+        return self.process.returncode, "".join(self.notes) + out, err
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -68,7 +76,7 @@ async def _spawn(argv: list[str], env: dict[str, str]) -> Serving:
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
-    return Serving(process)
+    return Serving(process, json_mode="--json" in argv)
 
 
 @pytest.fixture
@@ -145,13 +153,14 @@ async def test_sigterm_finishes_the_request_in_flight_and_exits_0(
             release.set()
             response = await request
             text = await response.text()
-        code, _, stderr = await serving.end(terminate=False)
+        code, stdout, stderr = await serving.end(terminate=False)
     finally:
         await runner.cleanup()
 
     assert (response.status, text) == (200, "finished")
     assert code == 0
-    assert "stopping" in stderr
+    assert "stopping: finishing the requests in flight" in stdout.splitlines()
+    assert stderr == ""
 
 
 async def test_without_keys_it_serves_an_ephemeral_key_and_warns(
@@ -162,13 +171,25 @@ async def test_without_keys_it_serves_an_ephemeral_key_and_warns(
     url = await serving.wait_for_url()
     async with aiohttp.ClientSession() as http, http.get(url) as response:
         document = await response.json()
-    code, _, stderr = await serving.end()
+    code, stdout, stderr = await serving.end()
 
+    lines = stdout.splitlines()
     assert url.endswith("/k")
     assert document["keys"][0]["kid"] == "devtunnel-local"
     assert document["keys"][0]["alg"] == "ES256"
-    assert "ephemeral ES256 key" in stderr
-    assert "AIR will answer 401 until NEXT_PUBLIC_PARTNER_ID is set" in stderr
+    assert lines[0] == (
+        "warning: no key configured: serving an ephemeral ES256 key that ends with this process"
+    )
+    assert lines[2] == (
+        "warning: no Partner ID, so the kid is devtunnel-local: "
+        "AIR will answer 401 until NEXT_PUBLIC_PARTNER_ID is set"
+    )
+    assert url in lines  # alone on its line, ready to copy
+    assert "Ctrl-C stops" in lines
+    assert any(
+        line.startswith("fetch /k from 127.0.0.1 (") and line.endswith(") 200") for line in lines
+    )
+    assert stderr == ""
     assert code == 0
 
 
@@ -183,10 +204,11 @@ async def test_json_mode_prints_only_fetch_events_on_stdout(
         for _ in range(3):
             async with http.get(url, headers={"X-Forwarded-For": "198.51.100.9"}) as response:
                 assert response.status == 200
-    code, stdout, _ = await serving.end()
+    code, stdout, stderr = await serving.end()
 
     events = [json.loads(line) for line in stdout.splitlines()]
     assert code == 0
+    assert url in stderr.splitlines()
     assert {event["event"] for event in events} == {"fetch"}
     assert sum(event["count"] for event in events) == 3
     assert {(e["client"], e["user_agent"], e["path"]) for e in events} == {
