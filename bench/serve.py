@@ -10,6 +10,13 @@ it understates the faster servers).
 
 Prints requests/s and p99 latency per server (the median over rounds), and the
 ratios devtunnel/bare and devtunnel/http.server (the median of each round's ratio).
+
+    .venv/bin/python bench/serve.py --instructions
+
+counts instead the instructions one request costs devtunnel and the bare
+handler, under valgrind's callgrind (one keep-alive client; a run that serves
+no request is subtracted): a count that a shared VM's noise cannot move, unlike
+requests/s. Needs valgrind (apt-get install valgrind); about 5 minutes.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import http.client
 import multiprocessing
 import os
 import re
@@ -99,6 +107,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--python-client", action="store_true", help="do not use wrk")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions per request (valgrind)"
+    )
     args = parser.parse_args()
 
     private = ec.generate_private_key(ec.SECP256R1())
@@ -108,6 +119,8 @@ def main() -> int:
         "NEXT_PUBLIC_PARTNER_ID": PARTNER_ID,
         "PARTNER_PRIVATE_KEY": private_pem(private),
     }
+    if args.instructions:
+        return count_instructions(pair, env)
     wrk = None if args.python_client else shutil.which("wrk")
     client = f"wrk, 1 thread, {args.connections} connections" if wrk else "Python client"
     print(f"load: {client}; {args.rounds} rounds of {args.duration:g} s; {os.cpu_count()} CPUs")
@@ -250,6 +263,62 @@ def report(results: dict[str, list[Result]]) -> None:
         )
 
 
+# Instructions per request, under callgrind.
+
+CALLGRIND_REQUESTS = 2000
+CALLGRIND_START_TIMEOUT = 300.0  # python under valgrind starts some 50 times slower
+
+
+def count_instructions(pair: KeyPair, env: dict[str, str]) -> int:
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind: apt-get install valgrind")
+    counts: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        body_dir = Path(tmp)
+        (body_dir / "jwks.json").write_bytes(render_keys([pair]))
+        for contender in contenders(body_dir)[:2]:  # devtunnel and the bare handler
+            idle = callgrind_total(valgrind, contender, env, 0, body_dir)
+            busy = callgrind_total(valgrind, contender, env, CALLGRIND_REQUESTS, body_dir)
+            counts[contender.name] = (busy - idle) / CALLGRIND_REQUESTS
+            print(f"  {contender.name:13} {counts[contender.name]:11,.0f} instructions/request")
+    ratio = counts["bare aiohttp"] / counts["devtunnel"]
+    print(f"  bare aiohttp / devtunnel: {ratio:.2f}x (as a throughput ratio: devtunnel reaches")
+    print(f"  {ratio:.2f}x the bare handler's requests/s wherever instructions are the limit)")
+    return 0
+
+
+def callgrind_total(
+    valgrind: str, contender: Contender, env: dict[str, str], requests: int, scratch: Path
+) -> int:
+    """All instructions of one server run that answers `requests` GETs, start and stop included."""
+    port = free_port()
+    out = scratch / f"callgrind.{port}"
+    command = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}"]
+    server = subprocess.Popen(
+        [*command, *contender.command(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_listening(port, CALLGRIND_START_TIMEOUT)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for _ in range(requests):
+        connection.request("GET", PATH, headers={"User-Agent": "bench"})
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"{contender.name} answered {response.status}")
+    connection.close()
+    server.send_signal(signal.SIGINT)
+    _, log = server.communicate(timeout=CALLGRIND_START_TIMEOUT)
+    total = re.search(r"Collected : (\d+)", log)
+    if total is None:
+        raise SystemExit(f"callgrind reported no total for {contender.name}:\n{log}")
+    return int(total.group(1))
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc): time stolen by the host is not in it,
     so CPU per request drifts less than requests per second on a shared VM."""
@@ -266,15 +335,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_listening(port: int) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
+def wait_listening(port: int, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
-    raise SystemExit(f"nothing listened on port {port} within {START_TIMEOUT:g} s")
+    raise SystemExit(f"nothing listened on port {port} within {timeout:g} s")
 
 
 def pin(pid: int, cpus: set[int]) -> None:
