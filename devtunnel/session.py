@@ -228,8 +228,8 @@ class Session:
             try:
                 url = await self._tunnel.start(self._server.local_url)
             except RunError as exc:
-                logger.warning("tunnel restart failed (%s); next try in %.0f s", exc, delay)
                 delay = min(delay * 2, longest)
+                logger.warning("tunnel restart failed (%s); next try in %.0f s", exc, delay)
                 continue
             changed = url != self._public_url
             self._public_url = url

@@ -148,6 +148,25 @@ def test_a_crashed_agent_is_noticed_restarted_and_checked(
     assert "lvl=" not in up.stderr  # the agent's raw log lines stay off the screen
 
 
+def test_a_failed_restart_is_tried_again_after_a_longer_wait(
+    isolated: Path, tmp_path: Path, tls_file: Path, agent_env: dict[str, str]
+) -> None:
+    # The fake dies a second after its first start and refuses its second (ERR_NGROK_108).
+    agent = fake_ngrok(tmp_path, tls_file, mode="flaky")
+    up = UpProcess(["--ngrok-path", str(agent.path), "--interval", "3600"], isolated, agent_env)
+    try:
+        up.wait_for("ready")
+        up.wait_for("tunnel", lambda e: e["state"] == "down")
+        restarted = up.wait_for("tunnel", lambda e: e["state"] == "restarted")
+        check = up.wait_for("check", lambda e: e["url"].startswith(restarted["public_url"]))
+        assert check["ok"] is True
+    finally:
+        assert up.stop() == 0
+    assert "tunnel restart failed (ngrok: another agent session" in up.stderr
+    assert "next try in 2 s" in up.stderr
+    assert agent.record.with_suffix(".starts").read_text() == "3"
+
+
 @pytest.mark.parametrize(
     ("mode", "fault"),
     [

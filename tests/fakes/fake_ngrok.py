@@ -12,7 +12,9 @@ Environment:
                      endpoint is already online), exit (exits at start), crash_after=N
                      (dies N seconds after start), interstitial (browsers get the
                      ERR_NGROK_6024 page), silent (stops talking during start-up),
-                     stubborn (ignores SIGTERM)
+                     stubborn (ignores SIGTERM), flaky (the first start dies after a
+                     second, the second is refused with 108, later ones run; the
+                     starts are counted in FAKE_AGENT_RECORD's folder)
 """
 
 from __future__ import annotations
@@ -199,10 +201,22 @@ def _crash(after: float) -> None:
     os._exit(1)
 
 
+def _count_start(record: Record) -> int:
+    """How many times this agent has been started, this start included."""
+    if record.path is None:
+        return 1
+    counter = record.path.with_suffix(".starts")
+    starts = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(starts))
+    return starts
+
+
 def main() -> int:
     """Run the fake agent until SIGTERM (or the failure it was asked for)."""
     mode = os.environ.get("FAKE_AGENT_MODE", "")
     record = Record(os.environ.get("FAKE_AGENT_RECORD"))
+    if mode == "flaky":
+        mode = {1: "crash_after=1", 2: "108"}.get(_count_start(record), "")
     signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "stubborn" else _stop)
     signal.signal(signal.SIGINT, _stop)
     if mode == "exit":
