@@ -208,9 +208,9 @@ def _cmd_jwks(args: argparse.Namespace) -> int:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
-    from devtunnel.tokens import sign_partner_jwt
+    from devtunnel.tokens import parse_claims, sign_partner_jwt
 
-    claims = _parse_claims(args.claim)
+    claims = parse_claims(args.claim)
     pair = _load_keys(args, need_partner_id=True, need_private=True)
     print(sign_partner_jwt(pair, scope=args.scope, ttl=args.ttl, claims=claims))
     return EXIT_OK
@@ -430,23 +430,6 @@ def _load_keys(
         need_private=need_private,
         ephemeral_ok=ephemeral_ok,
     )
-
-
-def _parse_claims(items: Sequence[str]) -> dict[str, object]:
-    import json
-
-    from devtunnel.errors import ConfigError
-
-    claims: dict[str, object] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"--claim {item}", "is not K=V", "write it as --claim name=value")
-        try:
-            claims[name.strip()] = json.loads(text)
-        except ValueError:
-            claims[name.strip()] = text
-    return claims
 
 
 def _write_output(path: Path, body: bytes, write: Callable[[Path, bytes], None]) -> None:

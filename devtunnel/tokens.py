@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from joserfc import jwt
@@ -30,6 +31,20 @@ RESERVED_CLAIMS = {
 
 class TokenError(DevtunnelError):
     """A JWT did not verify against a JWKS."""
+
+
+def parse_claims(items: Sequence[str]) -> dict[str, object]:
+    """`--claim K=V` items as claims; V is read as JSON when it parses, else kept as text."""
+    claims: dict[str, object] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--claim {item}", "is not K=V", "write it as --claim name=value")
+        try:
+            claims[name.strip()] = json.loads(text)
+        except ValueError:
+            claims[name.strip()] = text
+    return claims
 
 
 def sign_partner_jwt(

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from devtunnel.errors import ConfigError
 from devtunnel.jwks import jwks_document
 from devtunnel.keys import KeyPair
-from devtunnel.tokens import DEFAULT_TTL, TokenError, sign_partner_jwt, verify_jwt
+from devtunnel.tokens import DEFAULT_TTL, TokenError, parse_claims, sign_partner_jwt, verify_jwt
 
 NOW = 1_750_000_000
 
@@ -120,3 +120,21 @@ def test_extra_claims_keep_their_json_types(ec_pair: KeyPair) -> None:
     assert json.dumps({k: claims[k] for k in extra}, sort_keys=True) == json.dumps(
         extra, sort_keys=True
     )
+
+
+def test_claims_are_json_when_they_parse_and_text_otherwise() -> None:
+    assert parse_claims(["n=5", "ok=true", "list=[1,2]", "email=a@b.example", "empty="]) == {
+        "n": 5,
+        "ok": True,
+        "list": [1, 2],
+        "email": "a@b.example",
+        "empty": "",
+    }
+
+
+@pytest.mark.parametrize("item", ["novalue", "=5", " =x"])
+def test_a_claim_without_a_name_and_value_names_itself(item: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_claims([item])
+
+    assert (caught.value.source, caught.value.fault) == (f"--claim {item}", "is not K=V")
