@@ -31,18 +31,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import trustme
 import watchfiles
 from cryptography.hazmat.primitives.asymmetric import ec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import percentile  # noqa: E402
+
 from devtunnel.events import SELF_CHECK_HEADER  # noqa: E402
 from devtunnel.jwks import key_thumbprint, thumbprint  # noqa: E402
-from devtunnel.keys import private_pem, public_pem  # noqa: E402
 from devtunnel.watch import DEBOUNCE_MS, STEP_MS  # noqa: E402
-from tests.fakes import install_agent  # noqa: E402
+from tests.fakes import env_text, install_ngrok_with_ca  # noqa: E402
 
 POLL_S = 0.002
 TIMEOUT_S = 10.0
@@ -58,15 +58,6 @@ def pause(i: int) -> float:
     samples every phase alike instead of always hitting the same one.
     """
     return SETTLE_S + (i * GOLDEN % 1) * STEP_MS / 1000
-
-
-def env_text(private: ec.EllipticCurvePrivateKey, partner_id: str) -> str:
-    pem = private_pem(private).strip().replace("\n", "\\n")
-    pub = public_pem(private.public_key()).strip().replace("\n", "\\n")
-    return (
-        f"NEXT_PUBLIC_PARTNER_ID={partner_id}\n"
-        f'PARTNER_PRIVATE_KEY="{pem}"\nPARTNER_PUBLIC_KEY="{pub}"\n'
-    )
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -105,11 +96,6 @@ class JwksPoller:
 
     def close(self) -> None:
         self.connection.close()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary(name: str, values: list[float]) -> str:
@@ -230,13 +216,7 @@ def run_tunnel(rounds: int) -> list[float]:
     with tempfile.TemporaryDirectory(prefix="devtunnel-bench-") as scratch:
         root = Path(scratch)
         cwd, env = project(root)
-        ca = trustme.CA()
-        ca_file, tls_file = root / "ca.pem", root / "agent-tls.pem"
-        ca.cert_pem.write_to_path(str(ca_file))
-        ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
-            str(tls_file)
-        )
-        agent = install_agent("ngrok", root / "bin", tls_file=tls_file)
+        agent, ca_file = install_ngrok_with_ca(root)
         env |= {"SSL_CERT_FILE": str(ca_file), "NGROK_AUTHTOKEN": "bench-not-a-real-token"}
         context = ssl.create_default_context(cafile=str(ca_file))
         with devtunnel_up(cwd, ["--ngrok-path", str(agent.path)], env) as url:

@@ -28,34 +28,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import trustme
 from cryptography.hazmat.primitives.asymmetric import ec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devtunnel.keys import private_pem, public_pem  # noqa: E402
-from tests.fakes import install_agent  # noqa: E402
+from common import percentile  # noqa: E402
+
+from tests.fakes import env_text, install_ngrok_with_ca  # noqa: E402
 
 PYTHON = sys.executable
 SCRIPT = str(Path(PYTHON).with_name("devtunnel"))
 READY_TARGET_S = 1.5
 HELP_TARGET_S = 0.3
 TIMEOUT_S = 30.0
-
-
-def env_text(private: ec.EllipticCurvePrivateKey, partner_id: str) -> str:
-    pem = private_pem(private).strip().replace("\n", "\\n")
-    pub = public_pem(private.public_key()).strip().replace("\n", "\\n")
-    return (
-        f"NEXT_PUBLIC_PARTNER_ID={partner_id}\n"
-        f'PARTNER_PRIVATE_KEY="{pem}"\nPARTNER_PUBLIC_KEY="{pub}"\n'
-    )
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class Scratch:
@@ -67,14 +53,7 @@ class Scratch:
         self.project.mkdir()
         key = ec.generate_private_key(ec.SECP256R1())
         (self.project / ".env.local").write_text(env_text(key, "bench-partner"))
-        ca = trustme.CA()
-        self.ca_file = root / "ca.pem"
-        ca.cert_pem.write_to_path(str(self.ca_file))
-        tls_file = root / "agent-tls.pem"
-        ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
-            str(tls_file)
-        )
-        self.agent = install_agent("ngrok", root / "bin", tls_file=tls_file)
+        self.agent, self.ca_file = install_ngrok_with_ca(root)
         self._homes = 0
 
     def env(self) -> dict[str, str]:

@@ -11,7 +11,8 @@ import trustme
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from devtunnel.config import KNOWN_VARS
-from devtunnel.keys import KeyPair, private_pem, public_pem
+from devtunnel.keys import KeyPair
+from tests.fakes import env_text
 
 DATA = Path(__file__).parent / "data"
 
@@ -61,13 +62,7 @@ def write_env(
     partner_id: str = "partner-1",
 ) -> Path:
     """An env file as AIR's examples hold it: one-line PEMs with literal \\n escapes."""
-    pem = private_pem(private).strip().replace("\n", "\\n")
-    pub = public_pem(private.public_key()).strip().replace("\n", "\\n")
-    path.write_text(
-        f'NEXT_PUBLIC_PARTNER_ID={partner_id}\nPARTNER_PRIVATE_KEY="{pem}"\n'
-        f'PARTNER_PUBLIC_KEY="{pub}"\n',
-        encoding="utf-8",
-    )
+    path.write_text(env_text(private, partner_id), encoding="utf-8")
     return path
 
 

@@ -19,7 +19,10 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from devtunnel.keys import PrivateKey
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 MODULES = {"ngrok": "tests.fakes.fake_ngrok", "cloudflared": "tests.fakes.fake_cloudflared"}
@@ -59,6 +62,33 @@ def install_agent(binary: str, directory: Path, *, tls_file: Path, mode: str = "
     )
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return FakeAgent(path, record)
+
+
+def install_ngrok_with_ca(directory: Path, *, mode: str = "") -> tuple[FakeAgent, Path]:
+    """A fake ngrok in `directory/bin` whose HTTPS certificate comes from a new test CA.
+
+    Returns the agent and the CA's PEM file, to trust through SSL_CERT_FILE.
+    """
+    import trustme
+
+    ca = trustme.CA()
+    ca_file, tls_file = directory / "ca.pem", directory / "agent-tls.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(tls_file))
+    return install_agent("ngrok", directory / "bin", tls_file=tls_file, mode=mode), ca_file
+
+
+def env_text(private: PrivateKey, partner_id: str) -> str:
+    """Env-file lines as AIR's examples hold a key pair: one-line PEMs with literal \\n escapes."""
+    from devtunnel.keys import private_pem, public_pem
+
+    pem = private_pem(private).strip().replace("\n", "\\n")
+    pub = public_pem(private.public_key()).strip().replace("\n", "\\n")
+    return (
+        f"NEXT_PUBLIC_PARTNER_ID={partner_id}\n"
+        f'PARTNER_PRIVATE_KEY="{pem}"\nPARTNER_PUBLIC_KEY="{pub}"\n'
+    )
 
 
 def is_running(pid: int) -> bool:
