@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from devtunnel.jwks import key_thumbprint
 from tests.conftest import free_port, write_env
 from tests.fakes import FakeAgent, install_agent, is_running
-from tests.upprocess import UpProcess
+from tests.upprocess import Event, UpProcess
 
 TOKEN = "2upSECRETauthtokenQ_0987654321"
 JWKS_PATHS = ["/api/.well-known/jwks", "/jwks.json"]
@@ -38,6 +39,20 @@ def signing_key(isolated: Path) -> ec.EllipticCurvePrivateKey:
     key = ec.generate_private_key(ec.SECP256R1())
     write_env(isolated / ".env.local", key, "partner-1")
     return key
+
+
+@pytest.fixture
+def local_up(
+    isolated: Path, signing_key: ec.EllipticCurvePrivateKey
+) -> Iterator[tuple[UpProcess, Event]]:
+    """`up --tunnel none` on the signing key, past its first check; it must stop with 0."""
+    up = UpProcess(["--tunnel", "none", "--interval", "3600"], isolated)
+    try:
+        ready = up.wait_for("ready")
+        up.wait_for("check")
+        yield up, ready
+    finally:
+        assert up.stop() == 0
 
 
 def get_json(url: str, context: ssl.SSLContext | None = None) -> dict[str, object]:
@@ -267,59 +282,49 @@ def test_keygen_force_while_up_runs_is_reloaded_and_proved_live(
 
 
 def test_a_broken_write_keeps_the_last_good_keys_then_a_fix_is_served(
-    isolated: Path, signing_key: ec.EllipticCurvePrivateKey
+    isolated: Path, local_up: tuple[UpProcess, Event]
 ) -> None:
-    up = UpProcess(["--tunnel", "none", "--interval", "3600"], isolated)
-    try:
-        ready = up.wait_for("ready")
-        up.wait_for("check")
-        env = isolated / ".env.local"
-        good = env.read_text()
+    up, ready = local_up
+    env = isolated / ".env.local"
+    good = env.read_text()
 
-        env.write_text(good[: len(good) // 2])
-        failed = up.wait_for("reload")
-        assert failed["ok"] is False
-        assert failed["thumbprint"] == ready["thumbprint"]
-        [problem] = failed["problems"]
-        assert problem["code"] == "config"
-        assert "PARTNER_PRIVATE_KEY in .env.local" in problem["detail"]
-        served = get_json(ready["jwks_urls"][0])
-        assert served["keys"][0]["kid"] == "partner-1"  # type: ignore[index]
+    env.write_text(good[: len(good) // 2])
+    failed = up.wait_for("reload")
+    assert failed["ok"] is False
+    assert failed["thumbprint"] == ready["thumbprint"]
+    [problem] = failed["problems"]
+    assert problem["code"] == "config"
+    assert "PARTNER_PRIVATE_KEY in .env.local" in problem["detail"]
+    served = get_json(ready["jwks_urls"][0])
+    assert served["keys"][0]["kid"] == "partner-1"  # type: ignore[index]
 
-        rotated = ec.generate_private_key(ec.SECP256R1())
-        write_env(env, rotated, "partner-2")
-        fixed = up.wait_for("reload")
-        assert fixed["ok"] is True
-        assert (fixed["kid"], fixed["thumbprint"]) == (
-            "partner-2",
-            key_thumbprint(rotated.public_key()),
-        )
-        check = up.wait_for("check")
-        assert check["ok"] is True
-        assert check["thumbprint"] == fixed["thumbprint"]
-    finally:
-        assert up.stop() == 0
+    rotated = ec.generate_private_key(ec.SECP256R1())
+    write_env(env, rotated, "partner-2")
+    fixed = up.wait_for("reload")
+    assert fixed["ok"] is True
+    assert (fixed["kid"], fixed["thumbprint"]) == (
+        "partner-2",
+        key_thumbprint(rotated.public_key()),
+    )
+    check = up.wait_for("check")
+    assert check["ok"] is True
+    assert check["thumbprint"] == fixed["thumbprint"]
 
 
 def test_a_partner_id_change_changes_the_kid(
-    isolated: Path, signing_key: ec.EllipticCurvePrivateKey
+    isolated: Path, local_up: tuple[UpProcess, Event]
 ) -> None:
-    up = UpProcess(["--tunnel", "none", "--interval", "3600"], isolated)
-    try:
-        ready = up.wait_for("ready")
-        up.wait_for("check")
-        env = isolated / ".env.local"
-        env.write_text(env.read_text().replace("partner-1", "partner-renamed"))
+    up, ready = local_up
+    env = isolated / ".env.local"
+    env.write_text(env.read_text().replace("partner-1", "partner-renamed"))
 
-        reload = up.wait_for("reload")
-        assert (reload["ok"], reload["kid"]) == (True, "partner-renamed")
-        assert reload["thumbprint"] == ready["thumbprint"]
-        check = up.wait_for("check")
-        assert check["ok"] is True
-        served = get_json(ready["jwks_urls"][1])
-        assert served["keys"][0]["kid"] == "partner-renamed"  # type: ignore[index]
-    finally:
-        assert up.stop() == 0
+    reload = up.wait_for("reload")
+    assert (reload["ok"], reload["kid"]) == (True, "partner-renamed")
+    assert reload["thumbprint"] == ready["thumbprint"]
+    check = up.wait_for("check")
+    assert check["ok"] is True
+    served = get_json(ready["jwks_urls"][1])
+    assert served["keys"][0]["kid"] == "partner-renamed"  # type: ignore[index]
 
 
 def test_no_watch_ignores_key_changes(
