@@ -14,12 +14,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from devtunnel.cli import main
 from devtunnel.keys import private_pem
 from tests.conftest import free_port
+from tests.fakes import slow_app
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -125,21 +125,8 @@ async def test_procfile_line_serves_the_jwks_with_keys_from_env(
 async def test_sigterm_finishes_the_request_in_flight_and_exits_0(
     processes: list[Serving], key_env: dict[str, str]
 ) -> None:
-    arrived, release = asyncio.Event(), asyncio.Event()
-
-    async def slow(_request: web.Request) -> web.Response:
-        arrived.set()
-        await release.wait()
-        return web.Response(text="finished")
-
-    app = web.Application()
-    app.router.add_get("/slow", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        argv = ["devtunnel", "serve", "--port", "0", "--upstream", f"http://127.0.0.1:{site.port}"]
+    async with slow_app() as (upstream, arrived, release):
+        argv = ["devtunnel", "serve", "--port", "0", "--upstream", upstream]
         serving = await _spawn(argv, _env(**key_env))
         processes.append(serving)
         url = await serving.wait_for_url()
@@ -154,8 +141,6 @@ async def test_sigterm_finishes_the_request_in_flight_and_exits_0(
             response = await request
             text = await response.text()
         code, stdout, stderr = await serving.end(terminate=False)
-    finally:
-        await runner.cleanup()
 
     assert (response.status, text) == (200, "finished")
     assert code == 0

@@ -20,6 +20,7 @@ from devtunnel.jwks import PRIVATE_MEMBERS, etag, jose_key, key_thumbprint, rend
 from devtunnel.keys import KeyPair
 from devtunnel.server import FetchLog, JwksServer, JwksStore, create_app
 from tests.conftest import free_port
+from tests.fakes import slow_app
 
 DEFAULT_PATHS = ("/api/.well-known/jwks", "/jwks.json")
 
@@ -431,10 +432,9 @@ async def test_wildcard_host_gives_a_loopback_local_url(
 async def test_stop_lets_a_request_in_flight_finish(
     ec_pair: KeyPair, http: aiohttp.ClientSession
 ) -> None:
-    upstream, arrived, release = await _slow_upstream()
-    server = JwksServer(create_app(JwksStore(ec_pair), upstream=upstream.url))
-    await server.start("127.0.0.1", 0)
-    try:
+    async with slow_app() as (upstream, arrived, release):
+        server = JwksServer(create_app(JwksStore(ec_pair), upstream=upstream))
+        await server.start("127.0.0.1", 0)
         request = asyncio.create_task(http.get(server.local_url + "/slow"))
         await arrived.wait()
         stopping = asyncio.create_task(server.stop())
@@ -444,8 +444,6 @@ async def test_stop_lets_a_request_in_flight_finish(
         assert response.status == 200
         assert await response.text() == "finished"
         await stopping
-    finally:
-        await upstream.stop()
 
 
 # The upstream proxy
@@ -467,20 +465,6 @@ async def _run_upstream(app: web.Application) -> tuple[str, web.AppRunner]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return f"http://127.0.0.1:{site.port}", runner
-
-
-async def _slow_upstream() -> tuple[Upstream, asyncio.Event, asyncio.Event]:
-    arrived, release = asyncio.Event(), asyncio.Event()
-
-    async def slow(_request: web.Request) -> web.Response:
-        arrived.set()
-        await release.wait()
-        return web.Response(text="finished")
-
-    app = web.Application()
-    app.router.add_get("/slow", slow)
-    url, runner = await _run_upstream(app)
-    return Upstream(url, runner), arrived, release
 
 
 @pytest.fixture

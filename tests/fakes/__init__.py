@@ -10,6 +10,7 @@ into a directory: a `#!<this interpreter>` script that runs the fake with its se
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -124,6 +125,33 @@ async def echo_server() -> AsyncIterator[str]:
     port = runner.addresses[0][1]
     try:
         yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def slow_app() -> AsyncIterator[tuple[str, asyncio.Event, asyncio.Event]]:
+    """An app on a free loopback port whose GET /slow waits: (base URL, arrived, release).
+
+    `arrived` is set when a request reaches it; it answers "finished" once `release` is set.
+    """
+    from aiohttp import web
+
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(_request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(text="finished")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site.port}", arrived, release
     finally:
         await runner.cleanup()
 
