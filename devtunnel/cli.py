@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from devtunnel import __version__
-from devtunnel.config import DEFAULT_PATHS
+from devtunnel.config import DEFAULT_CHECK_INTERVAL_S, DEFAULT_CHECK_TIMEOUT_S, DEFAULT_PATHS
 
 if TYPE_CHECKING:
     from devtunnel.config import Settings
@@ -27,8 +27,6 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_INTERVAL = 60.0  # ngrok's free plan allows 20,000 requests a month
-DEFAULT_TIMEOUT = 10.0
 DEFAULT_KEYGEN_ENV_FILE = Path(".env.local")
 
 Handler = Callable[[argparse.Namespace], int]
@@ -125,9 +123,9 @@ def _add_up(commands: Commands, parents: Parents) -> None:
     up.add_argument(
         "--interval",
         type=_seconds,
-        default=DEFAULT_INTERVAL,
+        default=DEFAULT_CHECK_INTERVAL_S,
         metavar="S",
-        help=f"seconds between checks (default {DEFAULT_INTERVAL:g})",
+        help=f"seconds between checks (default {DEFAULT_CHECK_INTERVAL_S:g})",
     )
     up.add_argument("--no-watch", action="store_true", help="do not reload when key files change")
     up.add_argument("--poll", action="store_true", help="poll for file changes (WSL, Docker)")
@@ -148,7 +146,7 @@ def _add_check(commands: Commands, parents: Parents) -> None:
         "check", parents=parents, help="check a JWKS URL as a remote verifier would"
     )
     check.add_argument("url", metavar="URL")
-    check.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="S")
+    check.add_argument("--timeout", type=_seconds, default=DEFAULT_CHECK_TIMEOUT_S, metavar="S")
     check.add_argument("--ca-file", type=Path, metavar="F", help="extra CA certificates (PEM)")
     check.add_argument("--json", action="store_true", help="print one check event as JSON")
     check.set_defaults(handler=_cmd_check)

@@ -31,6 +31,12 @@ _RAW_BINDING_RE = re.compile(
     r"\s*(?:export\s+)?(" + "|".join(KNOWN_VARS) + r")\s*=\s*(.*?)\s*$", re.DOTALL
 )
 
+# How long a check waits for the JWKS, as a verifier would (jose waits 5 s; the rest is
+# room for a slow tunnel), and how often `up` checks: ngrok's free plan allows 20,000
+# requests a month.
+DEFAULT_CHECK_TIMEOUT_S = 10.0
+DEFAULT_CHECK_INTERVAL_S = 60.0
+
 # AIR's Next.js examples serve the JWKS at the first path, its plug-and-play template at the
 # second; AIR fetches exactly the registered URL, so devtunnel serves both.
 DEFAULT_PATHS = ("/api/.well-known/jwks", "/jwks.json")

@@ -26,12 +26,13 @@ import aiohttp
 from yarl import URL
 
 from devtunnel import problems
+from devtunnel.config import DEFAULT_CHECK_TIMEOUT_S
 from devtunnel.errors import ConfigError
 from devtunnel.events import SELF_CHECK_HEADER, USER_AGENT, Problem
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = DEFAULT_CHECK_TIMEOUT_S
 MAX_BODY = 1024 * 1024  # a JWKS is a few kB; read no further than this
 _CHUNK = 64 * 1024
 

@@ -76,8 +76,13 @@ def load_keypair(
     need_partner_id: bool = False,
     need_private: bool = False,
     ephemeral_ok: bool = False,
+    ephemeral_key: PrivateKey | None = None,
 ) -> KeyPair:
-    """Build the key pair the settings describe, or raise ConfigError naming the bad source."""
+    """Build the key pair the settings describe, or raise ConfigError naming the bad source.
+
+    With no key configured and `ephemeral_ok`, the key is made in memory, or is
+    `ephemeral_key` when that fits the algorithm asked for (a reload keeps it).
+    """
     partner_id = _partner_id(settings.partner_id, required=need_partner_id)
     wanted = _alg(settings.alg)
 
@@ -99,8 +104,12 @@ def load_keypair(
                 "not set, and no --private-key given",
                 f"{_KEYGEN_HINT} in .env.local",
             )
-        private = generate_private_key(wanted.text if wanted else DEFAULT_ALG)  # type: ignore[arg-type]
-        logger.info("no key configured: using an ephemeral %s key made in memory", alg_of(private))
+        alg: Alg = wanted.text if wanted else DEFAULT_ALG  # type: ignore[assignment]
+        if ephemeral_key is not None and (wanted is None or alg_of(ephemeral_key) == alg):
+            private = ephemeral_key
+        else:
+            private = generate_private_key(alg)
+            logger.info("no key configured: using an ephemeral %s key made in memory", alg)
         return KeyPair(
             private.public_key(),
             private,

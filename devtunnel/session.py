@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 
 from devtunnel.check import CheckResult, check_jwks
-from devtunnel.config import Settings
+from devtunnel.config import DEFAULT_CHECK_INTERVAL_S, Settings
 from devtunnel.errors import DevtunnelError, RunError
 from devtunnel.events import Event, Ready, Reload, Stopped, Tunnel
 from devtunnel.files import atomic_write
@@ -36,7 +36,6 @@ TUNNEL_POLL_S = 1.0  # how often the tunnel's process is looked at (pyngrok neve
 RESTART_BACKOFF_S = (1.0, 30.0)  # first and longest wait between restarts, doubling
 PROPAGATION_TIMEOUT_S = 10.0  # how long a rotation may take to show through the tunnel
 PROPAGATION_RETRY_S = 0.2
-CHECK_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class UpOptions:
     domain: str | None = None
     ngrok_path: Path | None = None
     cloudflared_path: Path | None = None
-    interval: float = 60.0
+    interval: float = DEFAULT_CHECK_INTERVAL_S
     watch: bool = True
     poll: bool = False
     upstream: str | None = None
@@ -185,7 +184,6 @@ class Session:
         result = await check_jwks(
             url,
             pair=self._pair,
-            timeout=CHECK_TIMEOUT_S,
             browser_probe=self._browser_probe,
             session=client,
         )

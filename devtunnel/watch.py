@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import watchfiles
@@ -86,11 +86,9 @@ def reload_keys(resolve: Callable[[], Settings], current: KeyPair) -> ReloadResu
     a fresh one would only break tokens signed a moment ago.
     """
     try:
-        settings = resolve()
-        if current.ephemeral and settings.private_key is None and settings.public_key is None:
-            fresh = load_keypair(settings, ephemeral_ok=True)
-            return ReloadResult(replace(current, kid=fresh.kid, partner_id=fresh.partner_id), [])
-        return ReloadResult(load_keypair(settings), [])
+        keep = current.private if current.ephemeral else None
+        pair = load_keypair(resolve(), ephemeral_ok=keep is not None, ephemeral_key=keep)
+        return ReloadResult(pair, [])
     except ConfigError as exc:
         logger.info("reload kept the last good keys: %s", exc)
         return ReloadResult(None, [Problem("config", str(exc), exc.hint)])

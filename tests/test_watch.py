@@ -313,3 +313,20 @@ async def test_rotation_under_load_serves_only_whole_valid_documents(isolated: P
     reloads = [e for e in up.events if e["event"] == "reload"]
     assert sum(e["ok"] for e in reloads) == ROTATIONS
     assert sum(not e["ok"] for e in reloads) == len(range(0, ROTATIONS, 3))
+
+
+def test_an_ephemeral_key_follows_an_algorithm_change_and_refuses_a_bad_one(
+    isolated: Path,
+) -> None:
+    ephemeral = load_keypair(_resolver(isolated)(), ephemeral_ok=True)
+    env = isolated / ".env.local"
+
+    env.write_text("SIGNING_ALGORITHM=RS256\n")
+    rsa_result = reload_keys(_resolver(isolated), ephemeral)
+    env.write_text("SIGNING_ALGORITHM=HS256\n")
+    bad_result = reload_keys(_resolver(isolated), ephemeral)
+
+    assert rsa_result.pair is not None
+    assert (rsa_result.pair.alg, rsa_result.pair.ephemeral) == ("RS256", True)
+    assert bad_result.pair is None
+    assert "SIGNING_ALGORITHM in .env.local" in bad_result.problems[0].detail
