@@ -39,17 +39,6 @@ from devtunnel.jwks import key_thumbprint, private_members, thumbprint
 from devtunnel.keys import KeyPair
 from devtunnel.tokens import TokenError, sign_partner_jwt, verify_jwt
 
-# The fetching names stay importable from here, as they were before `fetch` split off.
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "MAX_BODY",
-    "VERIFIER_HEADERS",
-    "CheckResult",
-    "Stage",
-    "check_jwks",
-    "tls_context",
-]
-
 _NGROK_ERROR = re.compile(r"ERR_NGROK_\d+")
 _MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
 

@@ -12,10 +12,10 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from devtunnel import check, fetch
-from devtunnel.check import MAX_BODY, check_jwks
+from devtunnel.check import check_jwks
 from devtunnel.errors import ConfigError
 from devtunnel.events import SELF_CHECK_HEADER, USER_AGENT, Problem
+from devtunnel.fetch import MAX_BODY
 from devtunnel.jwks import key_thumbprint
 from devtunnel.keys import KeyPair
 from tests.conftest import free_port
@@ -386,12 +386,3 @@ async def test_every_problem_and_warning_has_a_hint(hostile: HostileJwks, ec_pai
 async def test_url_that_is_not_http_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match="is not an http:// or https:// URL"):
         await check_jwks(url)
-
-
-def test_fetching_names_stay_importable_from_check() -> None:
-    names = ["DEFAULT_TIMEOUT", "MAX_BODY", "VERIFIER_HEADERS", "tls_context"]
-
-    assert {name: getattr(check, name) for name in names} == {
-        name: getattr(fetch, name) for name in names
-    }
-    assert set(names) <= set(check.__all__)
