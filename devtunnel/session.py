@@ -94,7 +94,6 @@ class Session:
         self._pending_rotation: tuple[KeyChange, str] | None = None
         self._public_url = ""
         self._browser_probe = True
-        self.last_check: CheckResult | None = None
 
     @property
     def jwks_urls(self) -> list[str]:
@@ -114,7 +113,6 @@ class Session:
             raise
 
     async def _run(self) -> int:
-        reason = "stopped"
         async with contextlib.AsyncExitStack() as stack:
             await self._server.start(self.options.host, self.options.port)
             stack.push_async_callback(self._server.stop)
@@ -136,12 +134,11 @@ class Session:
                 tasks.append(asyncio.create_task(self._watch_keys(), name="key-watcher"))
             try:
                 await self._stop.wait()
-                reason = "signal"
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-        self._emit(Stopped(reason=reason))
+        self._emit(Stopped(reason="signal"))
         return 0
 
     # Startup
@@ -202,7 +199,6 @@ class Session:
 
         # The browser probe asks about the tunnel, not the keys: once per tunnel is enough.
         self._browser_probe = False
-        self.last_check = result
         self._emit(replace(result.to_event(), requests=requests, propagation_ms=propagation_ms))
         return result
 
